@@ -1,0 +1,30 @@
+"""tfshrink: freeze, inspect, verify (and soon transform, convert, bench) TensorFlow models.
+
+The public API mirrors the CLI and returns result objects; TensorFlow is imported on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from tfshrink.errors import CheckFailed, TfshrinkError, UserError
+
+__version__ = "0.1.0"
+__all__ = ["CheckFailed", "TfshrinkError", "UserError", "freeze", "inspect", "load", "verify"]
+
+if TYPE_CHECKING:
+    from tfshrink.freezer import freeze
+    from tfshrink.inspection import inspect
+    from tfshrink.model import load
+    from tfshrink.verification import verify
+
+_LAZY = {"freeze": "tfshrink.freezer", "inspect": "tfshrink.inspection", "load": "tfshrink.model",
+         "verify": "tfshrink.verification"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'tfshrink' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from tfshrink.cli import main
+
+main()

@@ -1,0 +1,103 @@
+"""The one place tfshrink imports TensorFlow and touches its private modules.
+
+TensorFlow is imported lazily (``tf()``) so that ``tfshrink --help`` answers at once, and quietly,
+because its C++ start-up chatter (CUDA stubs, CPU feature notes) is noise for a CLI user.
+Every use of ``tensorflow.python.*`` lives here, each with the reason no public API does the job,
+so that a TensorFlow upgrade breaks this file and no other.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from typing import Any
+
+_TF: Any = None
+
+
+def tf() -> Any:
+    """Import TensorFlow once, with its start-up logging silenced."""
+    global _TF
+    if _TF is not None:
+        return _TF
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    # Some messages are printed by C++ before TF_CPP_MIN_LOG_LEVEL is read; catch stderr at the
+    # file-descriptor level for the import only, and replay it if the import fails.
+    with tempfile.TemporaryFile() as buf:
+        saved = _redirect_stderr(buf)
+        try:
+            import tensorflow as tensorflow_module
+        except BaseException:
+            _restore_stderr(saved)
+            buf.seek(0)
+            sys.stderr.write(buf.read().decode(errors="replace"))
+            raise
+        _restore_stderr(saved)
+    tensorflow_module.get_logger().setLevel("ERROR")
+    _TF = tensorflow_module
+    return _TF
+
+
+def _redirect_stderr(target: Any) -> int | None:
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(target.fileno(), 2)
+        return saved
+    except (OSError, ValueError):
+        return None
+
+
+def _restore_stderr(saved: int | None) -> None:
+    if saved is None:
+        return
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def graph_pb2() -> Any:
+    """The GraphDef protobuf module (public TF proto, imported without building a tf.Graph)."""
+    tf()
+    from tensorflow.core.framework import graph_pb2 as module
+
+    return module
+
+
+def meta_graph_pb2() -> Any:
+    tf()
+    from tensorflow.core.protobuf import meta_graph_pb2 as module
+
+    return module
+
+
+def saved_model_pb2() -> Any:
+    tf()
+    from tensorflow.core.protobuf import saved_model_pb2 as module
+
+    return module
+
+
+def convert_variables_to_constants_v2(concrete_function: Any) -> Any:
+    """Freeze a TF2 ConcreteFunction into one with constants in place of variables.
+
+    Private: TF 2.x exposes no public API that freezes a tf.function / SavedModel signature;
+    tf.compat.v1.graph_util.convert_variables_to_constants only handles TF1 sessions.
+    """
+    tf()
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2 as convert,
+    )
+
+    return convert(concrete_function)
+
+
+def set_control_flow_v2(enabled: bool) -> None:
+    """Switch tf.cond/while_loop between v1 (Switch/Merge) and v2 (If/While) in graph mode."""
+    v1 = tf().compat.v1
+    if enabled:
+        v1.enable_control_flow_v2()
+    else:
+        v1.disable_control_flow_v2()

@@ -1,0 +1,244 @@
+"""The `tfshrink` command: parse arguments, call the Python API, print results, pick the exit code.
+
+Exit codes: 0 success, 1 a failed check, 2 bad input. A traceback only with --debug.
+Nothing here imports TensorFlow at module level, so `tfshrink --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+EPILOGS = {
+    "freeze": """\b
+Examples:
+  tfshrink freeze ckpt_dir/ -o model.pb
+  tfshrink freeze model.ckpt-100 -o model.pb --outputs prob,boxes
+  tfshrink freeze model.ckpt-100 -o model.pb --bind is_training=false --bind keep_prob=1.0
+  tfshrink freeze saved_model/ -o model.pb --signature serving_default
+  tfshrink freeze model.keras -o model.pbtxt --text""",
+    "inspect": """\b
+Examples:
+  tfshrink inspect model.pb
+  tfshrink inspect ckpt_dir/ --json
+  tfshrink inspect model.tflite""",
+    "verify": """\b
+Examples:
+  tfshrink verify ckpt_dir/ model.pb
+  tfshrink verify model.keras model.tflite --samples 10 --atol 1e-3
+  tfshrink verify model.pb model_int8.tflite --inputs faces.npz --json""",
+    "demo": """\b
+Example:
+  tfshrink demo --out tfshrink-demo""",
+}
+
+
+def _console(stderr: bool = False) -> Any:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="tfshrink")
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+def cli(debug: bool) -> None:
+    """Shrink TensorFlow models for phones and edge devices.
+
+    Freeze checkpoints, find a graph's real inputs and outputs, and check that every step keeps the
+    outputs the same. Takes TF1 checkpoints, SavedModels, Keras (.keras/.h5), frozen GraphDefs
+    (.pb/.pbtxt) and TFLite files.
+    """
+
+
+def _shape_option(f: Any) -> Any:
+    return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
+                        help="Shape for an input with unknown dims (repeatable).")(f)
+
+
+@cli.command(epilog=EPILOGS["freeze"])
+@click.argument("source")
+@click.option("-o", "--output", required=True, help="The frozen GraphDef to write (.pb, or .pbtxt with --text).")
+@click.option("--outputs", help="Output nodes or tensors, comma-separated (default: detected).")
+@click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
+              help="Replace a placeholder by a constant, e.g. is_training=false (repeatable).")
+@click.option("--text", is_flag=True, help="Write protobuf text instead of binary.")
+@click.option("--signature", help="SavedModel signature (default: serving_default).")
+@click.option("--inputs", "feeds", type=click.Path(), help="Verify on these inputs (.npz keyed by input name).")
+@click.option("--no-verify", is_flag=True, help="Skip running the frozen graph against the source.")
+@click.option("--atol", type=float, default=1e-5, show_default=True)
+@click.option("--rtol", type=float, default=1e-4, show_default=True)
+@_shape_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...], text: bool,
+           signature: str | None, feeds: str | None, no_verify: bool, atol: float, rtol: float,
+           input_shapes: tuple[str, ...], as_json: bool) -> int:
+    """Freeze a checkpoint, SavedModel or Keras model into one GraphDef, then verify it."""
+    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.freezer import freeze as run_freeze
+
+    result = run_freeze(source, output, outputs=outputs, binds=list(binds), text=text,
+                        verify=not no_verify, inputs=feeds, signature=signature, atol=atol, rtol=rtol,
+                        shapes=parse_shape_overrides(input_shapes))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return 0
+    con = _console()
+    how = "detected" if result.detected else "given"
+    con.print(f"[bold]froze[/] {result.source} ({result.format}) -> {result.output}: "
+              f"{result.nodes} nodes, {result.bytes:,} bytes")
+    con.print(f"  inputs:  {', '.join(result.inputs) or '(none)'}")
+    con.print(f"  outputs: {', '.join(result.outputs)} ({how})")
+    if result.verification is not None:
+        v = result.verification
+        con.print(f"  verified on {v.samples} random input set(s): max abs difference {v.max_abs:.3g} "
+                  f"[green]ok[/]" if v.passed else "")
+    return 0
+
+
+@cli.command(epilog=EPILOGS["inspect"])
+@click.argument("model")
+@click.option("--signature", help="SavedModel signature (default: serving_default).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def inspect(model: str, signature: str | None, as_json: bool) -> int:
+    """Summarize a model: inputs, outputs, parameters, op types, and a bench command."""
+    from tfshrink.inspection import inspect as run_inspect
+
+    result = run_inspect(model, signature=signature)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return 0
+    _print_inspect(result)
+    return 0
+
+
+def _print_inspect(r: Any) -> None:
+    from rich.table import Table
+
+    from tfshrink.inspection import human_count
+
+    con = _console()
+    con.print(f"[bold]{r.path}[/] ({r.format}, {r.file_bytes:,} bytes)")
+    table = Table(title=None, box=None, pad_edge=False, show_header=True, header_style="bold")
+    for col in ("", "name", "dtype", "shape", "op / quantization"):
+        table.add_column(col)
+    for kind, specs in (("input", r.inputs), ("optional", r.optional_inputs), ("output", r.outputs)):
+        for s in specs:
+            q = f"scale={s.quantization[0]:.6g} zero_point={s.quantization[1]}" if s.quantization else (s.op or "")
+            table.add_row(kind, s.name, s.dtype, s.shape_text(), q)
+    con.print(table)
+    if r.outputs_ambiguous:
+        con.print("[yellow]outputs are ambiguous[/]; candidates, best first: "
+                  + ", ".join(c["name"] for c in r.candidates[:8]))
+    if r.labels:
+        con.print(f"ignored training placeholders: {', '.join(r.labels)}")
+    con.print(f"nodes: {r.nodes}   control edges: {r.control_edges}")
+    con.print(f"const parameters: {r.const_parameters} ({human_count(r.const_parameters)})   "
+              f"variable parameters: {r.variable_parameters} ({human_count(r.variable_parameters)})")
+    if r.variables:
+        shown = ", ".join(f"{v.name}{v.shape_text()}" for v in r.variables[:6])
+        more = f" and {len(r.variables) - 6} more" if len(r.variables) > 6 else ""
+        con.print(f"variables ({len(r.variables)}): {shown}{more}")
+    for key in ("tensors", "subgraphs"):
+        if key in r.extra:
+            con.print(f"{key}: {r.extra[key]}")
+    if r.extra.get("custom_ops"):
+        con.print(f"custom ops: {', '.join(r.extra['custom_ops'])}")
+    if r.extra.get("weight_bytes"):
+        con.print("weight bytes: " + ", ".join(f"{k} {v:,}" for k, v in r.extra["weight_bytes"].items()))
+    if r.extra.get("metadata"):
+        con.print("metadata: " + ", ".join(f"{k}={v[:60]}" for k, v in r.extra["metadata"].items()))
+    if r.extra.get("signatures"):
+        con.print(f"signatures: {', '.join(r.extra['signatures'])} (showing {r.extra['signature']})")
+    con.print("op types: " + ", ".join(f"{op} {n}" for op, n in r.op_types.items()))
+    con.print(f"bench: {r.bench_command}")
+
+
+@cli.command(epilog=EPILOGS["verify"])
+@click.argument("model_a")
+@click.argument("model_b")
+@click.option("--inputs", "feeds", type=click.Path(), help="Inputs as .npz keyed by input name (default: random).")
+@click.option("--samples", type=int, default=3, show_default=True, help="Random input sets to try.")
+@click.option("--atol", type=float, default=1e-4, show_default=True, help="Absolute tolerance.")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance (of A's values).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@_shape_option
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def verify(model_a: str, model_b: str, feeds: str | None, samples: int, atol: float, rtol: float,
+           seed: int, input_shapes: tuple[str, ...], as_json: bool) -> int:
+    """Run two models of any formats on the same inputs and compare every output."""
+    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.verification import verify as run_verify
+
+    result = run_verify(model_a, model_b, inputs=feeds, samples=samples, atol=atol, rtol=rtol, seed=seed,
+                        shapes=parse_shape_overrides(input_shapes))
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+    else:
+        _print_verify(result)
+    return 0 if result.passed else 1
+
+
+def _print_verify(v: Any) -> None:
+    from rich.table import Table
+
+    con = _console()
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for col in ("output", "shape", "max abs", "mean abs", "cosine", "top-1", ""):
+        table.add_column(col)
+    for o in v.outputs:
+        name = o.name_a if o.name_a == o.name_b else f"{o.name_a} ~ {o.name_b}"
+        top1 = "" if o.top1 is None else f"{o.top1:.1%}"
+        mark = "[green]ok[/]" if o.passed else "[red]FAIL[/]"
+        table.add_row(name, "x".join(map(str, o.shape)), f"{o.max_abs:.3g}", f"{o.mean_abs:.3g}",
+                      f"{o.cosine:.6f}", top1, mark)
+    con.print(f"[bold]{v.a}[/] vs [bold]{v.b}[/] on {v.samples} input set(s), atol={v.atol:g} rtol={v.rtol:g}")
+    con.print(table)
+    con.print("[green]outputs match[/]" if v.passed else "[red]outputs differ beyond tolerance[/]")
+
+
+@cli.command(epilog=EPILOGS["demo"])
+@click.option("--out", "out_dir", default="tfshrink-demo", show_default=True, help="Folder for the demo's files.")
+def demo(out_dir: str) -> int:
+    """MTCNN's ONet with its real weights: TF1 checkpoint -> freeze -> inspect -> verify."""
+    from tfshrink.demo import run_demo
+
+    return run_demo(out_dir, _console())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    from tfshrink.errors import TfshrinkError
+
+    try:
+        code = cli.main(args=args, prog_name="tfshrink", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        code = 2
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        code = 130
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except TfshrinkError as exc:
+        if debug:
+            raise
+        click.echo(f"error: {exc.one_line()}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = 130
+    except Exception as exc:  # an unexpected failure: one line unless --debug
+        if debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        click.echo(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for a traceback)", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

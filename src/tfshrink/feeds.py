@@ -1,0 +1,85 @@
+"""Inputs to run models on: seeded random feeds that respect dtype and shape, or an .npz file."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from tfshrink.errors import UserError
+from tfshrink.model.base import TensorSpec
+
+DEFAULT_BATCH = 1
+DEFAULT_DIM = 64  # an unknown non-batch dim (e.g. [?,?,?,3] fully convolutional nets)
+
+
+def parse_shape_overrides(items: Sequence[str] | None) -> dict[str, tuple[int, ...]]:
+    """["input=1,48,48,3"] -> {"input": (1, 48, 48, 3)}."""
+    out = {}
+    for item in items or []:
+        name, sep, dims = item.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[name.strip().split(":")[0]] = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            raise UserError(f"--input-shape {item!r} is not NAME=D1,D2,...", "e.g. --input-shape input=1,48,48,3") from None
+    return out
+
+
+def concrete_shape(spec: TensorSpec, override: Sequence[int] | None = None) -> tuple[int, ...]:
+    if override is not None:
+        return tuple(override)
+    if spec.shape is None:
+        raise UserError(f"input {spec.name!r} has unknown rank",
+                        f"give its shape with --input-shape {spec.name}=1,...")
+    return tuple((DEFAULT_BATCH if i == 0 else DEFAULT_DIM) if d is None else d for i, d in enumerate(spec.shape))
+
+
+def random_feeds(specs: Sequence[TensorSpec], *, seed: int = 0,
+                 shapes: Mapping[str, Sequence[int]] | None = None) -> dict[str, np.ndarray]:
+    """One seeded random value per input: floats in [-1, 1), small non-negative ints, bools.
+
+    Quantized (TFLite int8/uint8) inputs get floats too; the model layer quantizes them.
+    """
+    rng = np.random.default_rng(seed)
+    shapes = shapes or {}
+    feeds = {}
+    for spec in specs:
+        shape = concrete_shape(spec, shapes.get(spec.name))
+        dtype = "float32" if spec.quantization else spec.dtype
+        if dtype in ("float16", "float32", "float64", "bfloat16"):
+            value = rng.uniform(-1.0, 1.0, size=shape).astype("float32" if dtype == "bfloat16" else dtype)
+        elif dtype == "bool":
+            value = rng.integers(0, 2, size=shape).astype(bool)
+        elif dtype.startswith(("int", "uint")):
+            value = rng.integers(0, 10, size=shape).astype(dtype)
+        else:
+            raise UserError(f"cannot make random values for input {spec.name!r} of type {dtype}",
+                            "pass real inputs with --inputs FEEDS.npz")
+        feeds[spec.name] = value
+    return feeds
+
+
+def load_feeds(path: str | Path, specs: Sequence[TensorSpec]) -> dict[str, np.ndarray]:
+    """An .npz keyed by input name (`input` or `input:0`); a single array fits a single input."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such inputs file", "give an .npz keyed by input name")
+    try:
+        with np.load(p, allow_pickle=False) as data:
+            arrays = {k.split(":")[0]: data[k] for k in data.files}
+    except Exception:
+        raise UserError(f"{p}: cannot read as .npz", "save it with numpy.savez(path, input=array)") from None
+    feeds = {}
+    for i, spec in enumerate(specs):
+        key = spec.name.split(":")[0]
+        if key in arrays:
+            feeds[spec.name] = arrays[key]
+        elif len(arrays) == len(specs) and list(arrays)[i:i + 1]:
+            feeds[spec.name] = arrays[list(arrays)[i]]  # same count: pair by order
+        else:
+            raise UserError(f"{p}: no array for input {spec.name!r}",
+                            f"the file has {', '.join(arrays) or 'nothing'}; key arrays by input name")
+    return feeds

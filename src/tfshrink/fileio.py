@@ -1,0 +1,63 @@
+"""Safe output files: never a partial file, never an input overwritten, same bytes every time."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from tfshrink.errors import UserError
+
+
+def _model_files(path: Path) -> set[Path]:
+    """Files that make up the model at `path` (a checkpoint prefix covers its .meta/.index/.data)."""
+    p = Path(path)
+    files = {p.resolve()}
+    if p.is_dir():
+        files |= {f.resolve() for f in p.rglob("*")}
+    parent = p.parent if p.parent.exists() else None
+    if parent is not None:
+        files |= {f.resolve() for f in parent.glob(f"{p.name}.*")}
+    return files
+
+
+def check_output(output: str | Path, inputs: Iterable[str | Path]) -> Path:
+    """Refuse an output path that is (part of) an input model or an existing folder."""
+    out = Path(output)
+    resolved = out.resolve()
+    for src in inputs:
+        src_p = Path(src)
+        if resolved in _model_files(src_p) or (src_p.is_dir() and src_p.resolve() in resolved.parents):
+            raise UserError(f"{out}: the output would overwrite the input model {src}",
+                            "choose another output path")
+    if out.is_dir():
+        raise UserError(f"{out}: the output path is a folder", "give a file name, e.g. model.pb")
+    if not out.parent.exists():
+        raise UserError(f"{out}: the output folder {out.parent} does not exist", "create it first")
+    return out
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write `data` to a temporary file beside `path`, then rename it into place."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def serialize_graph_def(graph_def: Any, text: bool) -> bytes:
+    """Deterministic bytes for a GraphDef (binary, or protobuf text with --text)."""
+    if text:
+        from google.protobuf import text_format
+
+        return text_format.MessageToString(graph_def).encode()
+    return graph_def.SerializeToString(deterministic=True)

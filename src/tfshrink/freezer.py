@@ -1,0 +1,120 @@
+"""Freeze a checkpoint, SavedModel or Keras model into one self-contained GraphDef, and prove it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tfshrink.errors import CheckFailed, UserError
+from tfshrink.fileio import atomic_write, check_output, serialize_graph_def
+from tfshrink.model import Model, load
+from tfshrink.model.freezing import parse_bind_value, parse_binds
+from tfshrink.model.graphdef import GraphDefModel
+from tfshrink.names import split_names
+from tfshrink.verification import VerifyResult, compare, make_feed_list
+
+
+@dataclass(frozen=True)
+class FreezeResult:
+    source: str
+    format: str
+    output: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    detected: bool
+    nodes: int
+    bytes: int
+    verification: VerifyResult | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"source": self.source, "format": self.format, "output": self.output,
+                "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "outputs_detected": self.detected, "nodes": self.nodes, "bytes": self.bytes,
+                "verification": self.verification.to_json() if self.verification else None}
+
+
+def ambiguity_error(model: Model) -> UserError:
+    det = model.detection  # type: ignore[attr-defined]
+    lines = ", ".join(f"{c.name} ({c.op}{'' if c.strong else ', weak'})" for c in det.candidates[:8])
+    suggestion = ",".join(det.suggested_outputs)
+    return UserError(f"{model.path}: cannot tell the outputs apart; candidates, best first: {lines or 'none'}",
+                     f"pass --outputs {suggestion}" if suggestion else "pass --outputs NODE[,NODE]")
+
+
+def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | str | None = None,
+           binds: Mapping[str, Any] | Sequence[str] | None = None, text: bool = False,
+           verify: bool = True, inputs: str | Path | None = None, signature: str | None = None,
+           samples: int = 2, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0,
+           shapes: Mapping[str, Sequence[int]] | None = None) -> FreezeResult:
+    """Freeze `source` to `output` (.pb, or text with `text`), then compare the two on the same inputs.
+
+    `outputs` may be node or tensor names; without them the real inference outputs are detected.
+    `binds` replace placeholders by constants (is_training=false, keep_prob=1.0) and prune what
+    they switch off. Raises CheckFailed when outputs differ beyond atol + rtol*|x|.
+    """
+    out_path = check_output(output, [source])
+    wanted = split_names(outputs)
+    bind_map = parse_binds(binds)
+    model = load(source, signature=signature, outputs=wanted or None)
+    try:
+        if model.format == "tflite":
+            raise UserError(f"{source}: a TFLite model is already frozen", "freeze takes a checkpoint, SavedModel, Keras model or GraphDef")
+        detection = getattr(model, "detection", None)
+        if not wanted and detection is not None and detection.ambiguous and model.format != "savedmodel":
+            raise ambiguity_error(model)
+        for name in bind_map:
+            if wanted and name in {w.split(":")[0] for w in wanted}:
+                raise UserError(f"--bind {name} also names an output", "bind placeholders, not outputs")
+        frozen = model.freeze(wanted or None, bind_map)
+        atomic_write(out_path, serialize_graph_def(frozen.graph_def, text))
+        verification = None
+        if verify:
+            verification = _verify_frozen(model, frozen, out_path, bind_map, inputs, samples, seed, atol, rtol, shapes)
+    finally:
+        model.close()
+    result = FreezeResult(str(source), model.format, str(out_path), tuple(frozen.inputs), tuple(frozen.outputs),
+                          frozen.detected, len(frozen.graph_def.node), out_path.stat().st_size, verification)
+    if verification is not None and not verification.passed:
+        raise CheckFailed(f"{out_path}: frozen outputs differ from {source} by up to {verification.max_abs:.3g}",
+                          f"tolerance atol={atol} rtol={rtol}; inspect the graph or pass --no-verify")
+    return result
+
+
+def _verify_frozen(model: Model, frozen: Any, path: Path, binds: Mapping[str, Any],
+                   inputs: str | Path | None, samples: int, seed: int, atol: float, rtol: float,
+                   shapes: Mapping[str, Sequence[int]] | None) -> VerifyResult:
+    frozen_model = GraphDefModel(path, graph_def=frozen.graph_def, outputs=frozen.outputs)
+    try:
+        feeds = make_feed_list(frozen_model, inputs=inputs, samples=samples, seed=seed, shapes=shapes)
+        bound = {}
+        for name, raw in binds.items():
+            spec = next((s for s in model.inputs if s.name.split(":")[0] == name), None)
+            dtype = spec.dtype if spec is not None else "float32"
+            bound[name] = parse_bind_value(raw, dtype) if isinstance(raw, str) else raw
+        source_view = _SourceView(model, frozen_model)
+        return compare(source_view, frozen_model, feeds, atol=atol, rtol=rtol, extra_a=bound)
+    finally:
+        frozen_model.close()
+
+
+class _SourceView(Model):
+    """The source model seen with the frozen model's inputs and outputs, for pairing."""
+
+    def __init__(self, source: Model, frozen: Model):
+        super().__init__(source.path)
+        self.format = source.format
+        self._source = source
+        self.inputs = list(frozen.inputs)  # the freeze keeps the source's input names
+        self.outputs = _match(frozen.outputs, source.outputs)
+
+    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
+        return self._source.run(feeds)
+
+
+def _match(wanted: Sequence[Any], available: Sequence[Any]) -> list[Any]:
+    by_name = {s.name: s for s in available}
+    if all(w.name in by_name for w in wanted):
+        return [by_name[w.name] for w in wanted]
+    return list(available)

@@ -1,0 +1,70 @@
+"""Dtypes and static shapes of graph tensors, without loading the weights.
+
+TensorFlow's shape inference runs when a GraphDef is imported, but importing copies every weight.
+Here the large constants are swapped for placeholders of the same dtype and shape first, so the
+cost follows the node count, not the file size. Small constants (the ones shape arguments come
+from) are kept, so shapes come out the same as a full import would give.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tfshrink import _tf
+from tfshrink.graph.ir import Graph, parse_tensor
+
+SMALL_CONST_ELEMENTS = 64
+
+
+def dtype_name(enum_value: int) -> str:
+    return _tf.tf().dtypes.as_dtype(enum_value).name
+
+
+def attr_shape(shape_proto: Any) -> tuple[int | None, ...] | None:
+    if shape_proto.unknown_rank:
+        return None
+    return tuple(None if d.size < 0 else int(d.size) for d in shape_proto.dim)
+
+
+def const_elements(node: Any) -> int:
+    n = 1
+    for d in node.attr["value"].tensor.tensor_shape.dim:
+        n *= max(int(d.size), 0)
+    return n
+
+
+def tensor_specs(graph: Graph, tensors: Sequence[str]) -> dict[str, tuple[str, tuple[int | None, ...] | None]]:
+    """{tensor: (dtype, shape)} for short tensor names, by importing a weightless copy."""
+    tf = _tf.tf()
+    needed = graph.ancestors(parse_tensor(t)[0] for t in tensors)
+    light = _tf.graph_pb2().GraphDef()
+    light.library.CopyFrom(graph.library)
+    light.versions.CopyFrom(graph.versions)
+    for name in graph.names():
+        if name not in needed:
+            continue
+        node = graph.node(name)
+        if node.op == "Const" and const_elements(node) > SMALL_CONST_ELEMENTS:
+            stub = light.node.add()
+            stub.name = node.name
+            stub.op = "Placeholder"
+            stub.attr["dtype"].type = node.attr["dtype"].type
+            stub.attr["shape"].shape.CopyFrom(node.attr["value"].tensor.tensor_shape)
+            stub.input.extend(r for r in node.input if r.startswith("^"))
+        else:
+            light.node.add().CopyFrom(node)
+    out: dict[str, tuple[str, tuple[int | None, ...] | None]] = {}
+    g = tf.Graph()
+    with g.as_default():
+        try:
+            tf.graph_util.import_graph_def(light, name="")
+        except Exception:
+            return {t: ("unknown", None) for t in tensors}
+        for t in tensors:
+            node, index, _ = parse_tensor(t)
+            tensor = g.get_tensor_by_name(f"{node}:{index}")
+            shape = tensor.shape
+            dims = None if shape.rank is None else tuple(shape.as_list())
+            out[t] = (tensor.dtype.name, dims)
+    return out

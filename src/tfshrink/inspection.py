@@ -1,0 +1,180 @@
+"""What is inside a model: summarize_graph for every format, from the same detection freeze uses."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tfshrink.feeds import DEFAULT_BATCH
+from tfshrink.graph.ir import parse_tensor
+from tfshrink.graph.shapes import const_elements
+from tfshrink.model import Model, TensorSpec, load
+
+
+@dataclass(frozen=True)
+class InspectResult:
+    path: str
+    format: str
+    file_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    nodes: int
+    op_types: dict[str, int]
+    const_parameters: int
+    variable_parameters: int
+    control_edges: int
+    variables: tuple[TensorSpec, ...] = ()
+    optional_inputs: tuple[TensorSpec, ...] = ()
+    candidates: tuple[dict, ...] = ()
+    labels: tuple[str, ...] = ()
+    outputs_ambiguous: bool = False
+    bench_command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {
+            "path": self.path, "format": self.format, "file_bytes": self.file_bytes,
+            "inputs": [s.to_json() for s in self.inputs],
+            "outputs": [s.to_json() for s in self.outputs],
+            "nodes": self.nodes, "op_types": self.op_types,
+            "const_parameters": self.const_parameters,
+            "variable_parameters": self.variable_parameters,
+            "control_edges": self.control_edges,
+            "variables": [s.to_json() for s in self.variables],
+            "optional_inputs": [s.to_json() for s in self.optional_inputs],
+            "ignored_placeholders": list(self.labels),
+            "outputs_ambiguous": self.outputs_ambiguous,
+            "output_candidates": list(self.candidates),
+            "bench_command": self.bench_command,
+        }
+        out.update(self.extra)
+        return out
+
+
+def human_count(n: int) -> str:
+    """495860 -> '495.86k', summarize_graph style."""
+    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def graph_stats(graph_def: Any) -> tuple[int, dict[str, int], int, int]:
+    """(nodes, op types by count, const parameters, control edges). Reads shapes, never weights."""
+    ops: Counter[str] = Counter()
+    params = 0
+    control = 0
+    for node in graph_def.node:
+        ops[node.op] += 1
+        if node.op == "Const":
+            params += const_elements(node)
+        control += sum(1 for r in node.input if r.startswith("^"))
+    for fn in graph_def.library.function:
+        for node in fn.node_def:
+            ops[node.op] += 1
+            if node.op == "Const":
+                params += const_elements(node)
+    ordered = dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
+    return len(graph_def.node), ordered, params, control
+
+
+def bench_command(path: str, inputs: tuple[TensorSpec, ...]) -> str:
+    parts = ["tfshrink", "bench", _quote(path)]
+    for spec in inputs:
+        if spec.shape is None:
+            parts.append(f"--input-shape {spec.name}=<dims>")
+        elif any(d is None for d in spec.shape):
+            dims = [str(DEFAULT_BATCH if i == 0 else 224) if d is None else str(d) for i, d in enumerate(spec.shape)]
+            parts.append(f"--input-shape {spec.name}={','.join(dims)}")
+    return " ".join(parts)
+
+
+def _quote(s: str) -> str:
+    import shlex
+
+    return shlex.quote(s)
+
+
+def _size(path: Path) -> int:
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    files = [path] if path.is_file() else list(path.parent.glob(f"{path.name}.*"))
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
+def inspect(path: str | Path, *, signature: str | None = None) -> InspectResult:
+    """Summarize any supported model (see InspectResult)."""
+    model = load(path, signature=signature)
+    try:
+        return _inspect(model)
+    finally:
+        model.close()
+
+
+def _inspect(model: Model) -> InspectResult:
+    p = Path(model.path)
+    common = {"path": str(p), "format": model.format, "file_bytes": _size(p),
+              "inputs": tuple(model.inputs), "outputs": tuple(model.outputs),
+              "bench_command": bench_command(str(p), tuple(model.inputs))}
+    if model.format == "tflite":
+        from tfshrink.model.tflite import flatbuffer_summary
+
+        s = flatbuffer_summary(model.model_bytes)  # type: ignore[attr-defined]
+        return InspectResult(**common, nodes=sum(s["ops"].values()), op_types=s["ops"],
+                             const_parameters=s["weight_parameters"], variable_parameters=0, control_edges=0,
+                             extra={"tensors": s["tensors"], "custom_ops": s["custom_ops"],
+                                    "weight_bytes": s["weight_bytes"], "subgraphs": s["subgraphs"],
+                                    "metadata": s["metadata"]})
+    if model.format in ("graphdef", "checkpoint"):
+        graph_def = model.graph_def if model.format == "graphdef" else model.meta_graph.graph_def  # type: ignore[attr-defined]
+        nodes, ops, consts, control = graph_stats(graph_def)
+        det = model.detection  # type: ignore[attr-defined]
+        ir = model.ir  # type: ignore[attr-defined]
+        variables: tuple[TensorSpec, ...] = ()
+        var_params = 0
+        if model.format == "checkpoint":
+            needed = ir.ancestors(parse_tensor(o.name)[0] for o in model.outputs)
+            shapes = model.variable_shapes()  # type: ignore[attr-defined]
+            dtypes = {n.name: n.attr["dtype"].type for n in ir if n.op in ("VariableV2", "VarHandleOp")}
+            from tfshrink.graph.shapes import dtype_name
+
+            variables = tuple(TensorSpec(v, dtype_name(dtypes[v]) if v in dtypes else "?", tuple(shapes[v]))
+                              for v in sorted(shapes) if v in needed)
+            var_params = sum(_prod(v.shape) for v in variables)
+        from tfshrink.model.session import placeholder_spec
+
+        optional = tuple(placeholder_spec(ir, n) for n in det.optional_inputs)
+        return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
+                             variable_parameters=var_params, control_edges=control, variables=variables,
+                             optional_inputs=optional, candidates=tuple(c.to_json() for c in det.candidates),
+                             labels=tuple(det.labels), outputs_ambiguous=det.ambiguous)
+    # SavedModel and Keras: the signature function's graph, and the model's variables.
+    if model.format == "keras":
+        fn = model.concrete_function()  # type: ignore[attr-defined]
+        tf_vars = model.keras_model.variables  # type: ignore[attr-defined]
+        extra: dict[str, Any] = {}
+    else:
+        fn = model.fn  # type: ignore[attr-defined]
+        tf_vars = list(fn.graph.variables) or list(getattr(model.loaded, "variables", []))  # type: ignore[attr-defined]
+        extra = {"signature": model.signature, "signatures": model.signature_names}  # type: ignore[attr-defined]
+    graph_def = fn.graph.as_graph_def()
+    nodes, ops, consts, control = graph_stats(graph_def)
+    variables = tuple(TensorSpec(_var_name(v), v.dtype.name, tuple(v.shape.as_list()) if hasattr(v.shape, "as_list") else tuple(v.shape))
+                      for v in tf_vars)
+    return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
+                         variable_parameters=sum(_prod(v.shape) for v in variables), control_edges=control,
+                         variables=variables, extra=extra)
+
+
+def _var_name(v: Any) -> str:
+    name = getattr(v, "path", None) or v.name
+    return name[:-2] if name.endswith(":0") else name
+
+
+def _prod(shape: tuple | None) -> int:
+    n = 1
+    for d in shape or ():
+        n *= int(d or 0)
+    return n

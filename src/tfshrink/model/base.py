@@ -1,0 +1,96 @@
+"""The common face of every loaded model: its signature, a way to run it, a way to freeze it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfshrink.errors import UserError
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One input or output. ``shape`` is None when the rank is unknown; unknown dims are None."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...] | None
+    op: str | None = None
+    quantization: tuple[float, int] | None = None  # (scale, zero_point) of a quantized TFLite tensor
+
+    def shape_text(self) -> str:
+        if self.shape is None:
+            return "<unknown>"
+        return "[" + ",".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": None if self.shape is None else list(self.shape),
+        }
+        if self.op is not None:
+            out["op"] = self.op
+        if self.quantization is not None:
+            out["quantization"] = {"scale": self.quantization[0], "zero_point": self.quantization[1]}
+        return out
+
+
+@dataclass
+class FrozenGraph:
+    """A self-contained inference GraphDef with the names of its inputs and outputs."""
+
+    graph_def: Any
+    inputs: list[str]
+    outputs: list[str]
+    detected: bool = False  # outputs came from detection rather than from the user or a signature
+    notes: list[str] = field(default_factory=list)
+
+
+class Model:
+    """Base class of the per-format loaders."""
+
+    format: str = "?"
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.inputs: list[TensorSpec] = []
+        self.outputs: list[TensorSpec] = []
+
+    # -- running ------------------------------------------------------------------------------
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run on `feeds` (input name -> array); returns output name -> array."""
+        raise NotImplementedError
+
+    # -- TF graph access -------------------------------------------------------------------------
+    @property
+    def is_tensorflow(self) -> bool:
+        return True
+
+    def freeze(self, outputs: Sequence[str] | None = None,
+               binds: Mapping[str, Any] | None = None) -> FrozenGraph:
+        raise UserError(f"{self.path}: a {self.format} model cannot be frozen",
+                        "freeze takes a checkpoint, SavedModel, Keras model or GraphDef")
+
+    def close(self) -> None:
+        """Release sessions and interpreters."""
+
+    def __enter__(self) -> Model:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def input_spec(self, name: str) -> TensorSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise UserError(f"{self.path}: no input named {name!r}",
+                        f"inputs are {', '.join(s.name for s in self.inputs)}")
+
+    def describe(self) -> str:
+        return f"{self.format} model {self.path}"

@@ -1,0 +1,152 @@
+"""TF1 training checkpoints: model.ckpt-N.meta / .index / .data-*-of-* (+ the `checkpoint` file)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tfshrink import _tf
+from tfshrink.errors import UserError
+from tfshrink.graph.detect import Detection, detect_io
+from tfshrink.graph.ir import Graph, parse_tensor
+from tfshrink.graph.shapes import tensor_specs
+from tfshrink.model.base import FrozenGraph, TensorSpec
+from tfshrink.model.freezing import finish_frozen, replace_placeholders
+from tfshrink.model.session import SessionModel, placeholder_spec
+from tfshrink.names import resolve_tensors
+
+_SUFFIX = re.compile(r"\.(meta|index|data-\d+-of-\d+)$")
+
+
+def checkpoint_prefix(path: Path) -> Path | None:
+    """The checkpoint prefix `path` names (a prefix, one of its files, or a folder), or None."""
+    if path.is_dir():
+        state = path / "checkpoint"
+        if state.is_file():
+            text = state.read_text(errors="replace")
+            m = re.search(r'^model_checkpoint_path:\s*"(.*)"', text, re.MULTILINE)
+            if m:
+                prefix = Path(m.group(1))
+                prefix = prefix if prefix.is_absolute() else path / prefix
+                if Path(f"{prefix}.index").exists() or Path(f"{prefix}.meta").exists():
+                    return prefix
+                # The file may name a path from another machine; fall back to this folder's own.
+                local = path / prefix.name
+                if Path(f"{local}.index").exists() or Path(f"{local}.meta").exists():
+                    return local
+        metas = sorted(path.glob("*.meta"), key=lambda p: (p.stat().st_mtime, _step(p)))
+        if metas:
+            return metas[-1].with_suffix("")
+        return None
+    m = _SUFFIX.search(path.name)
+    if m:
+        return path.with_name(path.name[: m.start()])
+    if Path(f"{path}.meta").exists() or Path(f"{path}.index").exists():
+        return path
+    return None
+
+
+def _step(p: Path) -> int:
+    m = re.search(r"-(\d+)\.meta$", p.name)
+    return int(m.group(1)) if m else -1
+
+
+class CheckpointModel(SessionModel):
+    format = "checkpoint"
+
+    def __init__(self, prefix: Path, outputs: Sequence[str] | None = None):
+        super().__init__(prefix)
+        meta_path = Path(f"{prefix}.meta")
+        index_path = Path(f"{prefix}.index")
+        if not meta_path.exists():
+            raise UserError(f"{prefix}: checkpoint has no .meta graph file",
+                            "tfshrink needs model.ckpt.meta; re-save with tf.compat.v1.train.Saver")
+        if not index_path.exists() or not list(prefix.parent.glob(f"{prefix.name}.data-*")):
+            raise UserError(f"{meta_path}: the checkpoint's .index/.data files are missing",
+                            f"copy {prefix.name}.index and {prefix.name}.data-* next to the .meta")
+        self.meta_graph = _tf.meta_graph_pb2().MetaGraphDef()
+        try:
+            self.meta_graph.ParseFromString(meta_path.read_bytes())
+        except Exception:
+            raise UserError(f"{meta_path}: cannot parse the .meta graph", "the file is truncated or corrupt") from None
+        if not self.meta_graph.graph_def.node:
+            raise UserError(f"{meta_path}: the .meta graph holds no nodes", "the file is truncated or corrupt")
+        self.ir = Graph(self.meta_graph.graph_def)
+        self.detection: Detection = self._detect()
+        if outputs:
+            names = resolve_tensors(outputs, self.ir.names(), str(prefix))
+        else:
+            names = self.detection.outputs or [c.name for c in self.detection.candidates]
+        needed = self.ir.ancestors(parse_tensor(n)[0] for n in names)
+        inputs = self.detection.inputs + self.detection.optional_inputs
+        self.inputs = [placeholder_spec(self.ir, p) for p in inputs if p in needed]
+        specs = tensor_specs(self.ir, names)
+        self.outputs = [TensorSpec(n, *specs[n], self.ir.node(parse_tensor(n)[0]).op) for n in names]
+
+    def _detect(self) -> Detection:
+        detection = detect_io(self.ir)
+        signature = self.meta_graph.signature_def
+        sig = signature.get("serving_default") or (next(iter(signature.values())) if signature else None)
+        if sig is not None and sig.outputs:
+            detection.outputs = [_short(t.name) for _, t in sorted(sig.outputs.items())]
+            detection.inputs = [parse_tensor(t.name)[0] for _, t in sorted(sig.inputs.items())]
+            detection.ambiguous = False
+        return detection
+
+    def variable_shapes(self) -> dict[str, list[int]]:
+        """Variable name -> shape, read from the checkpoint index (no values are loaded)."""
+        reader = _tf.tf().train.load_checkpoint(str(self.path))
+        return reader.get_variable_to_shape_map()
+
+    def _build_session(self) -> tuple[Any, Any]:
+        return self._restore(self.meta_graph)
+
+    def _restore(self, meta_graph: Any) -> tuple[Any, Any]:
+        tf = _tf.tf()
+        graph = tf.Graph()
+        with graph.as_default():
+            try:
+                saver = tf.compat.v1.train.import_meta_graph(meta_graph, clear_devices=True)
+            except (ValueError, KeyError, tf.errors.OpError) as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise UserError(f"{self.path}.meta: TensorFlow cannot load this graph: {first}",
+                                "it may use ops this TensorFlow lacks") from None
+            sess = tf.compat.v1.Session(graph=graph)
+            if saver is None:
+                raise UserError(f"{self.path}: the graph has no variables to restore",
+                                "it is already frozen; pass it as a .pb")
+            try:
+                saver.restore(sess, str(self.path))
+            except (tf.errors.OpError, ValueError) as exc:
+                sess.close()
+                first = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+                raise UserError(f"{self.path}: cannot restore the checkpoint: {first}",
+                                "the .data/.index files are truncated or do not match the .meta") from None
+        return graph, sess
+
+    def freeze(self, outputs: Sequence[str] | None = None,
+               binds: Mapping[str, Any] | None = None) -> FrozenGraph:
+        tf = _tf.tf()
+        names = resolve_tensors(outputs, self.ir.names(), str(self.path)) if outputs else \
+            [o.name for o in self.outputs]
+        meta = type(self.meta_graph)()
+        meta.CopyFrom(self.meta_graph)
+        meta.graph_def.CopyFrom(replace_placeholders(self.meta_graph.graph_def, binds or {}, str(self.path)))
+        graph, sess = self._restore(meta)
+        try:
+            with graph.as_default():
+                output_nodes = sorted({parse_tensor(n)[0] for n in names})
+                frozen = tf.compat.v1.graph_util.convert_variables_to_constants(
+                    sess, graph.as_graph_def(), output_nodes)
+        finally:
+            sess.close()
+        frozen = finish_frozen(frozen, names)
+        inputs = [n.name for n in frozen.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
+        return FrozenGraph(frozen, inputs, names, detected=not outputs)
+
+
+def _short(tensor: str) -> str:
+    node, index, _ = parse_tensor(tensor)
+    return node if index == 0 else f"{node}:{index}"

@@ -1,0 +1,90 @@
+"""Frozen GraphDef (.pb binary or .pbtxt text)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tfshrink import _tf
+from tfshrink.errors import UserError
+from tfshrink.graph.detect import Detection, detect_io
+from tfshrink.graph.ir import Graph, GraphError, parse_tensor
+from tfshrink.graph.shapes import tensor_specs
+from tfshrink.model.base import FrozenGraph, TensorSpec
+from tfshrink.model.freezing import finish_frozen, replace_placeholders
+from tfshrink.model.session import SessionModel, placeholder_spec
+from tfshrink.names import resolve_tensors
+
+
+def read_graph_def(path: Path) -> Any:
+    """Parse a .pb or .pbtxt file; a corrupt or truncated file is a UserError."""
+    data = path.read_bytes()
+    graph_def = _tf.graph_pb2().GraphDef()
+    hint = "the file is truncated or not a GraphDef; re-export it or pass the SavedModel/checkpoint"
+    try:
+        if path.suffix == ".pbtxt":
+            from google.protobuf import text_format
+
+            text_format.Parse(data.decode("utf-8"), graph_def)
+        else:
+            graph_def.ParseFromString(data)
+    except Exception as exc:  # protobuf raises DecodeError / ParseError / UnicodeDecodeError
+        raise UserError(f"{path}: cannot parse as a GraphDef ({type(exc).__name__})", hint) from None
+    if not graph_def.node:
+        raise UserError(f"{path}: the GraphDef holds no nodes", hint)
+    names = {n.name for n in graph_def.node}
+    for node in graph_def.node:
+        for ref in node.input:
+            if parse_tensor(ref)[0] not in names:
+                raise UserError(f"{path}: node {node.name!r} reads {ref!r}, which is missing", hint)
+    return graph_def
+
+
+class GraphDefModel(SessionModel):
+    format = "graphdef"
+
+    def __init__(self, path: Path, graph_def: Any | None = None, outputs: Sequence[str] | None = None):
+        super().__init__(path)
+        self.graph_def = graph_def if graph_def is not None else read_graph_def(path)
+        try:
+            self.ir = Graph(self.graph_def)
+        except GraphError as exc:
+            raise UserError(f"{path}: {exc}", "the GraphDef is malformed; re-export it") from None
+        self.detection: Detection = detect_io(self.ir)
+        if outputs:
+            names = resolve_tensors(outputs, self.ir.names(), str(path))
+        else:
+            names = self.detection.outputs or [c.name for c in self.detection.candidates]
+        needed = self.ir.ancestors(parse_tensor(n)[0] for n in names)
+        self.inputs = [placeholder_spec(self.ir, p) for p in self.detection.inputs if p in needed]
+        self.outputs = self._output_specs(names)
+
+    def _output_specs(self, names: Sequence[str]) -> list[TensorSpec]:
+        specs = tensor_specs(self.ir, names)
+        return [TensorSpec(n, specs[n][0], specs[n][1], self.ir.node(parse_tensor(n)[0]).op)
+                for n in names]
+
+    def _build_session(self) -> tuple[Any, Any]:
+        tf = _tf.tf()
+        graph = tf.Graph()
+        with graph.as_default():
+            try:
+                tf.graph_util.import_graph_def(self.graph_def, name="")
+            except (ValueError, tf.errors.OpError) as exc:
+                first = str(exc).strip().splitlines()[0]
+                raise UserError(f"{self.path}: TensorFlow cannot load this graph: {first}",
+                                "it may use ops this TensorFlow lacks") from None
+        return graph, tf.compat.v1.Session(graph=graph)
+
+    def freeze(self, outputs: Sequence[str] | None = None,
+               binds: Mapping[str, Any] | None = None) -> FrozenGraph:
+        names = resolve_tensors(outputs, self.ir.names(), str(self.path)) if outputs else \
+            [o.name for o in self.outputs]
+        graph_def = replace_placeholders(self.graph_def, binds or {}, str(self.path))
+        frozen = finish_frozen(graph_def, names)
+        return FrozenGraph(frozen, _placeholders(frozen), names, detected=not outputs)
+
+
+def _placeholders(graph_def: Any) -> list[str]:
+    return [n.name for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")]

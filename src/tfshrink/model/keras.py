@@ -1,0 +1,67 @@
+"""Keras models: .keras (Keras 3) and .h5 (Keras 3, and legacy Keras 2 HDF5 files)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfshrink import _tf
+from tfshrink.errors import UserError
+from tfshrink.model.base import FrozenGraph, Model, TensorSpec
+from tfshrink.model.freezing import freeze_function, select_outputs
+from tfshrink.names import split_names, unknown_name_error
+
+
+class KerasModel(Model):
+    format = "keras"
+
+    def __init__(self, path: Path):
+        super().__init__(path)
+        tf = _tf.tf()
+        try:
+            self.keras_model = tf.keras.models.load_model(str(path), compile=False)
+        except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: cannot load the Keras model: {first[:200]}",
+                            "the file is truncated or corrupt, or needs custom objects") from None
+        model = self.keras_model
+        if not getattr(model, "inputs", None):
+            raise UserError(f"{path}: the Keras model has no known inputs (a subclassed model?)",
+                            "save a Functional or Sequential model, or export a SavedModel")
+        self._input_names = [str(t.name) for t in model.inputs]
+        self._output_names = list(model.output_names)
+        self.inputs = [TensorSpec(n, str(t.dtype), tuple(t.shape)) for n, t in zip(self._input_names, model.inputs, strict=True)]
+        self.outputs = [TensorSpec(n, str(t.dtype), tuple(t.shape)) for n, t in zip(self._output_names, model.outputs, strict=True)]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        args = []
+        for name in self._input_names:
+            if name not in feeds:
+                raise UserError(f"{self.path}: input {name!r} was not given",
+                                f"inputs are {', '.join(self._input_names)}")
+            args.append(np.asarray(feeds[name]))
+        result = self.keras_model(args if len(args) > 1 else args[0], training=False)
+        if not isinstance(result, (list, tuple)):
+            result = [result]
+        return {n: np.asarray(r) for n, r in zip(self._output_names, result, strict=True)}
+
+    def concrete_function(self) -> Any:
+        tf = _tf.tf()
+        model = self.keras_model
+        specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for n, t in zip(self._input_names, model.inputs, strict=True)]
+
+        @tf.function(input_signature=specs)
+        def serve(*args: Any) -> Any:
+            out = model(list(args) if len(args) > 1 else args[0], training=False)
+            return list(out) if isinstance(out, (list, tuple)) else [out]
+
+        return serve.get_concrete_function()
+
+    def freeze(self, outputs: Sequence[str] | None = None,
+               binds: Mapping[str, Any] | None = None) -> FrozenGraph:
+        graph_def, inputs, outs = freeze_function(self.concrete_function(), self._input_names, self._output_names, binds)
+        graph_def, outs = select_outputs(graph_def, outs, self._output_names, split_names(outputs), str(self.path))
+        return FrozenGraph(graph_def, inputs, outs)

@@ -1,0 +1,67 @@
+"""SavedModel directories (TF2 `tf.saved_model.save`, Keras `model.export`, TF1 builders)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfshrink import _tf
+from tfshrink.errors import UserError
+from tfshrink.model.base import FrozenGraph, Model, TensorSpec
+from tfshrink.model.freezing import freeze_function, select_outputs
+from tfshrink.names import split_names, unknown_name_error
+
+
+def _spec(name: str, tensor_spec: Any) -> TensorSpec:
+    shape = None if tensor_spec.shape.rank is None else tuple(tensor_spec.shape.as_list())
+    return TensorSpec(name, tensor_spec.dtype.name, shape)
+
+
+class SavedModelModel(Model):
+    format = "savedmodel"
+
+    def __init__(self, path: Path, signature: str | None = None):
+        super().__init__(path)
+        tf = _tf.tf()
+        try:
+            self.loaded = tf.saved_model.load(str(path))
+        except Exception as exc:  # TF raises many types for a broken SavedModel
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: cannot load the SavedModel: {first}",
+                            "the folder is incomplete or corrupt; re-export it") from None
+        signatures = dict(self.loaded.signatures)
+        if not signatures:
+            raise UserError(f"{path}: the SavedModel has no signatures",
+                            "export it with signatures (tf.saved_model.save(..., signatures=...))")
+        key = signature or ("serving_default" if "serving_default" in signatures else sorted(signatures)[0])
+        if key not in signatures:
+            raise unknown_name_error("signature", key, signatures, str(path))
+        self.signature = key
+        self.signature_names = sorted(signatures)
+        self.fn = signatures[key]
+        kwargs = self.fn.structured_input_signature[1]
+        self._input_keys = sorted(kwargs)
+        self.inputs = [_spec(k, kwargs[k]) for k in self._input_keys]
+        outs = self.fn.structured_outputs
+        self._output_keys = sorted(outs)
+        self.outputs = [_spec(k, outs[k]) for k in self._output_keys]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        tf = _tf.tf()
+        args = {}
+        for spec in self.inputs:
+            if spec.name not in feeds:
+                raise UserError(f"{self.path}: input {spec.name!r} was not given",
+                                f"inputs are {', '.join(self._input_keys)}")
+            args[spec.name] = tf.constant(np.asarray(feeds[spec.name]), dtype=spec.dtype)
+        result = self.fn(**args)
+        return {k: np.asarray(result[k]) for k in self._output_keys}
+
+    def freeze(self, outputs: Sequence[str] | None = None,
+               binds: Mapping[str, Any] | None = None) -> FrozenGraph:
+        graph_def, inputs, outs = freeze_function(self.fn, self._input_keys, self._output_keys, binds)
+        graph_def, outs = select_outputs(graph_def, outs, self._output_keys, split_names(outputs), str(self.path))
+        return FrozenGraph(graph_def, inputs, outs)

@@ -1,0 +1,153 @@
+"""TFLite flatbuffers, run in the LiteRT interpreter (ai-edge-litert)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfshrink.errors import UserError
+from tfshrink.model.base import Model, TensorSpec
+
+QUANTIZED_DTYPES = {np.dtype("int8"), np.dtype("uint8"), np.dtype("int16")}
+
+
+def _interpreter_class() -> Any:
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter
+
+
+def _spec(detail: dict) -> TensorSpec:
+    sig = detail.get("shape_signature")
+    dims = sig if sig is not None and len(sig) else detail["shape"]
+    shape = tuple(None if int(d) < 0 else int(d) for d in dims)
+    scale, zero = detail.get("quantization", (0.0, 0))
+    quant = (float(scale), int(zero)) if scale else None
+    return TensorSpec(detail["name"], np.dtype(detail["dtype"]).name, shape, quantization=quant)
+
+
+class TFLiteModel(Model):
+    format = "tflite"
+
+    def __init__(self, path: Path, num_threads: int | None = None):
+        super().__init__(path)
+        self.model_bytes = path.read_bytes()
+        if len(self.model_bytes) < 8 or self.model_bytes[4:8] != b"TFL3":
+            raise UserError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)",
+                            "the file is truncated or not a .tflite model")
+        try:
+            self.interpreter = _interpreter_class()(model_content=self.model_bytes, num_threads=num_threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: the LiteRT interpreter cannot load this model: {first}",
+                            "the file is truncated or corrupt, or uses custom ops this runtime lacks") from None
+        self._in = self.interpreter.get_input_details()
+        self._out = self.interpreter.get_output_details()
+        self.inputs = [_spec(d) for d in self._in]
+        self.outputs = [_spec(d) for d in self._out]
+
+    @property
+    def is_tensorflow(self) -> bool:
+        return False
+
+    def run(self, feeds: Mapping[str, np.ndarray], *, raw: bool = False) -> dict[str, np.ndarray]:
+        """Run once. Float feeds for quantized inputs are quantized, and quantized outputs are
+        dequantized, unless `raw`."""
+        interp = self.interpreter
+        resized = False
+        arrays = []
+        for detail, spec in zip(self._in, self.inputs, strict=True):
+            if spec.name not in feeds:
+                raise UserError(f"{self.path}: input {spec.name!r} was not given",
+                                f"inputs are {', '.join(s.name for s in self.inputs)}")
+            value = np.asarray(feeds[spec.name])
+            target = np.dtype(detail["dtype"])
+            if not raw and target in QUANTIZED_DTYPES and value.dtype != target and spec.quantization:
+                scale, zero = spec.quantization
+                info = np.iinfo(target)
+                value = np.clip(np.round(value / scale + zero), info.min, info.max)
+            value = value.astype(target, copy=False)
+            if tuple(value.shape) != tuple(detail["shape"]):
+                interp.resize_tensor_input(detail["index"], list(value.shape))
+                resized = True
+            arrays.append(value)
+        if resized:
+            interp.allocate_tensors()
+            self._in = interp.get_input_details()
+            self._out = interp.get_output_details()
+        for detail, value in zip(self._in, arrays, strict=True):
+            interp.set_tensor(detail["index"], value)
+        interp.invoke()
+        out = {}
+        for detail, spec in zip(self._out, self.outputs, strict=True):
+            value = interp.get_tensor(detail["index"]).copy()
+            if not raw and spec.quantization and value.dtype in QUANTIZED_DTYPES:
+                scale, zero = spec.quantization
+                value = (value.astype(np.float32) - zero) * scale
+            out[spec.name] = value
+        return out
+
+
+def _enum_names(cls: Any) -> dict[int, str]:
+    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
+
+
+def flatbuffer_summary(data: bytes) -> dict[str, Any]:
+    """Op histogram, custom ops, tensor count, constant bytes by dtype and metadata of a .tflite,
+    read straight from the flatbuffer (no tensor data is copied)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.Model.GetRootAs(data, 0)
+    op_names = _enum_names(schema.BuiltinOperator)
+    type_names = _enum_names(schema.TensorType)
+    codes = []
+    custom: set[str] = set()
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        name = op_names.get(code, str(code))
+        if name == "CUSTOM":
+            name = (oc.CustomCode() or b"?").decode()
+            custom.add(name)
+        codes.append(name)
+    ops: dict[str, int] = {}
+    tensors = 0
+    weight_bytes: dict[str, int] = {}
+    weight_params = 0
+    for s in range(model.SubgraphsLength()):
+        sub = model.Subgraphs(s)
+        tensors += sub.TensorsLength()
+        for i in range(sub.OperatorsLength()):
+            name = codes[sub.Operators(i).OpcodeIndex()]
+            ops[name] = ops.get(name, 0) + 1
+        for t in range(sub.TensorsLength()):
+            tensor = sub.Tensors(t)
+            buf = model.Buffers(tensor.Buffer()) if tensor.Buffer() < model.BuffersLength() else None
+            size = buf.DataLength() if buf is not None else 0
+            if size == 0 and buf is not None and buf.Size():
+                size = int(buf.Size())  # large models keep buffers outside the flatbuffer table
+            if size:
+                dtype = type_names.get(tensor.Type(), str(tensor.Type())).lower()
+                weight_bytes[dtype] = weight_bytes.get(dtype, 0) + size
+                n = 1
+                for d in range(tensor.ShapeLength()):
+                    n *= tensor.Shape(d)
+                weight_params += n
+    metadata = {}
+    for i in range(model.MetadataLength()):
+        md = model.Metadata(i)
+        name = (md.Name() or b"").decode()
+        buf = model.Buffers(md.Buffer())
+        raw = bytes(buf.DataAsNumpy()) if buf.DataLength() else b""
+        try:
+            text = raw.decode("utf-8")
+            metadata[name] = text if text.isprintable() else f"<{len(raw)} bytes>"
+        except UnicodeDecodeError:
+            metadata[name] = f"<{len(raw)} bytes>"
+    return {"ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))), "custom_ops": sorted(custom),
+            "tensors": tensors, "weight_bytes": dict(sorted(weight_bytes.items())),
+            "weight_parameters": weight_params, "subgraphs": model.SubgraphsLength(), "metadata": metadata}

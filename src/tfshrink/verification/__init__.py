@@ -1,0 +1,149 @@
+"""Do two models compute the same thing? Run both on the same inputs and compare every output."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tfshrink.errors import UserError
+from tfshrink.feeds import load_feeds, random_feeds
+from tfshrink.model import Model, load
+from tfshrink.model.base import TensorSpec
+
+
+@dataclass(frozen=True)
+class OutputComparison:
+    name_a: str
+    name_b: str
+    shape: tuple[int, ...]
+    max_abs: float
+    mean_abs: float
+    cosine: float
+    top1: float | None  # agreement of argmax over classes, for [batch, classes] outputs
+    passed: bool
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name_a": self.name_a, "name_b": self.name_b, "shape": list(self.shape),
+                "max_abs_error": self.max_abs, "mean_abs_error": self.mean_abs,
+                "cosine": self.cosine, "top1_agreement": self.top1, "passed": self.passed}
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    a: str
+    b: str
+    samples: int
+    atol: float
+    rtol: float
+    outputs: tuple[OutputComparison, ...]
+
+    @property
+    def passed(self) -> bool:
+        return all(o.passed for o in self.outputs)
+
+    @property
+    def max_abs(self) -> float:
+        return max((o.max_abs for o in self.outputs), default=0.0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "samples": self.samples, "atol": self.atol,
+                "rtol": self.rtol, "passed": self.passed, "max_abs_error": self.max_abs,
+                "outputs": [o.to_json() for o in self.outputs]}
+
+
+def _short(name: str) -> str:
+    return name[:-2] if name.endswith(":0") else name
+
+
+def pair_by_name_or_order(a: Sequence[TensorSpec], b: Sequence[TensorSpec], what: str,
+                          where: str) -> list[tuple[TensorSpec, TensorSpec]]:
+    """Pair specs by name when every name of `a` is in `b`, else by order (same count)."""
+    by_name = {_short(s.name): s for s in b}
+    if all(_short(s.name) in by_name for s in a):
+        return [(s, by_name[_short(s.name)]) for s in a]
+    if len(a) == len(b):
+        return list(zip(a, b, strict=True))
+    raise UserError(f"{where}: cannot pair {what}s: {len(a)} vs {len(b)} with different names",
+                    f"the models' {what}s are {', '.join(s.name for s in a)} and {', '.join(s.name for s in b)}")
+
+
+def _metrics(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[float, float, float, float | None, bool]:
+    x64 = x.astype(np.float64).ravel()
+    y64 = y.astype(np.float64).ravel()
+    diff = np.abs(x64 - y64)
+    max_abs = float(diff.max()) if diff.size else 0.0
+    mean_abs = float(diff.mean()) if diff.size else 0.0
+    nx, ny = np.linalg.norm(x64), np.linalg.norm(y64)
+    if nx == 0 and ny == 0:
+        cosine = 1.0
+    elif nx == 0 or ny == 0:
+        cosine = 0.0
+    else:
+        cosine = float(np.dot(x64, y64) / (nx * ny))
+    top1 = None
+    if x.ndim == 2 and x.shape[1] > 1:
+        top1 = float(np.mean(np.argmax(x, axis=1) == np.argmax(y, axis=1)))
+    passed = bool(np.all(diff <= atol + rtol * np.abs(x64)))
+    return max_abs, mean_abs, cosine, top1, passed
+
+
+def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *, atol: float,
+            rtol: float, extra_a: Mapping[str, Any] | None = None,
+            extra_b: Mapping[str, Any] | None = None) -> VerifyResult:
+    """Run both models on each feed (keyed by A's input names) and compare paired outputs."""
+    where = f"{a.path} vs {b.path}"
+    in_pairs = pair_by_name_or_order(a.inputs, b.inputs, "input", where)
+    out_pairs = pair_by_name_or_order(a.outputs, b.outputs, "output", where)
+    got_a: dict[str, list[np.ndarray]] = {s.name: [] for s, _ in out_pairs}
+    got_b: dict[str, list[np.ndarray]] = {s.name: [] for _, s in out_pairs}
+    for feeds in feed_list:
+        ra = a.run({**feeds, **(extra_a or {})})
+        rb = b.run({**{sb.name: feeds[sa.name] for sa, sb in in_pairs}, **(extra_b or {})})
+        for sa, sb in out_pairs:
+            va, vb = np.asarray(ra[sa.name]), np.asarray(rb[sb.name])
+            if va.shape != vb.shape:
+                if va.size != vb.size:
+                    raise UserError(f"{where}: output {sa.name} has shape {va.shape} in A and {vb.shape} in B",
+                                    "the models do not compute the same tensor; pick outputs with --outputs")
+                vb = vb.reshape(va.shape)
+            got_a[sa.name].append(va)
+            got_b[sb.name].append(vb)
+    comparisons = []
+    for sa, sb in out_pairs:
+        xa = np.concatenate([v.reshape(1, *v.shape) if v.ndim == 0 else v for v in got_a[sa.name]])
+        xb = np.concatenate([v.reshape(1, *v.shape) if v.ndim == 0 else v for v in got_b[sb.name]])
+        if xa.dtype.kind not in "fiub":
+            raise UserError(f"{where}: output {sa.name} is {xa.dtype}, which cannot be compared numerically",
+                            "choose numeric outputs with --outputs")
+        max_abs, mean_abs, cosine, top1, ok = _metrics(xa, xb, atol, rtol)
+        comparisons.append(OutputComparison(sa.name, sb.name, tuple(xa.shape), max_abs, mean_abs, cosine, top1, ok))
+    return VerifyResult(str(a.path), str(b.path), len(feed_list), atol, rtol, tuple(comparisons))
+
+
+def make_feed_list(model: Model, *, inputs: str | Path | None = None, samples: int = 1, seed: int = 0,
+                   shapes: Mapping[str, Sequence[int]] | None = None) -> list[dict[str, np.ndarray]]:
+    if inputs is not None:
+        return [load_feeds(inputs, model.inputs)]
+    if samples < 1:
+        raise UserError(f"--samples {samples} must be at least 1", "e.g. --samples 3")
+    return [random_feeds(model.inputs, seed=seed + i, shapes=shapes) for i in range(samples)]
+
+
+def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path | None = None,
+           samples: int = 3, atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
+           shapes: Mapping[str, Sequence[int]] | None = None) -> VerifyResult:
+    """Compare two models of any formats on the same inputs (random and seeded, or an .npz)."""
+    ma = a if isinstance(a, Model) else load(a)
+    mb = b if isinstance(b, Model) else load(b)
+    try:
+        feeds = make_feed_list(ma, inputs=inputs, samples=samples, seed=seed, shapes=shapes)
+        return compare(ma, mb, feeds, atol=atol, rtol=rtol)
+    finally:
+        if not isinstance(a, Model):
+            ma.close()
+        if not isinstance(b, Model):
+            mb.close()
