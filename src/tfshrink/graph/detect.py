@@ -128,7 +128,7 @@ def detect_io(graph: Graph) -> Detection:
     """Detect inputs and outputs of a (training, eval or frozen) graph. See the module docstring."""
     train = training_nodes(graph)
     placeholders = [n.name for n in graph if n.op in PLACEHOLDER_OPS]
-    with_default = [n.name for n in graph if n.op == "PlaceholderWithDefault"]
+    with_default = [n.name for n in graph if n.op == "PlaceholderWithDefault" and n.name not in train]
 
     loss_roots = set()
     for name in train:
@@ -193,6 +193,8 @@ def _sinks(graph: Graph, excluded: set[str]) -> list[str]:
         if node.op in ("Const", "PlaceholderWithDefault") or node.op in NO_OUTPUT_OPS:
             continue
         consumers = graph.data_consumers(name)
+        if not consumers and graph.consumers(name) - excluded:
+            continue  # used only as a control trigger (a tf.cond's switch_t / switch_f)
         if consumers <= excluded:
             out.append(name)
     return out
