@@ -12,7 +12,7 @@ from tfshrink import _tf
 from tfshrink.errors import UserError
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 from tfshrink.model.freezing import freeze_function, select_outputs
-from tfshrink.names import split_names, unknown_name_error
+from tfshrink.names import split_names
 
 
 class KerasModel(Model):

@@ -1,0 +1,65 @@
+"""The IR keeps names and consumers consistent through every edit."""
+
+from __future__ import annotations
+
+import pytest
+
+from tfshrink import _tf
+from tfshrink.graph.ir import Graph, GraphError, parse_tensor
+
+
+def _graph_def():
+    tf = _tf.tf()
+    g = tf.Graph()
+    with g.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 3], name="x")
+        a = tf.identity(x, name="a")
+        b = tf.nn.relu(a, name="b")
+        with tf.control_dependencies([a]):
+            tf.add(b, b, name="c")
+    return g.as_graph_def()
+
+
+def test_parse_tensor_forms() -> None:
+    assert parse_tensor("n") == ("n", 0, False)
+    assert parse_tensor("scope/n:2") == ("scope/n", 2, False)
+    assert parse_tensor("^n") == ("n", -1, True)
+
+
+def test_consumers_follow_edits() -> None:
+    g = Graph(_graph_def())
+    assert g.consumers("a") == {"b", "c"}
+    assert g.data_consumers("a") == {"b"}
+    assert g.replace_uses("a", "x") == 1
+    assert g.node("b").input[0] == "x"
+    assert g.data_consumers("a") == set()
+    assert g.consumers("a") == {"c"}  # the control edge stays on a
+    g.drop_control_inputs("c")
+    assert g.consumers("a") == set()
+    g.remove(["a"])
+    assert "a" not in g
+
+
+def test_remove_refuses_a_node_still_in_use_and_changes_nothing() -> None:
+    g = Graph(_graph_def())
+    before = g.names()
+    with pytest.raises(GraphError, match="still used"):
+        g.remove(["b"])
+    assert g.names() == before
+
+
+def test_add_refuses_dangling_inputs() -> None:
+    g = Graph(_graph_def())
+    node = type(g.node("b"))()
+    node.name, node.op = "d", "Relu"
+    node.input.append("missing")
+    with pytest.raises(GraphError, match="does not exist"):
+        g.add(node)
+
+
+def test_topological_order_and_prune() -> None:
+    g = Graph(_graph_def())
+    order = g.topological_order()
+    assert order.index("x") < order.index("a") < order.index("b") < order.index("c")
+    removed = g.prune(["b"])
+    assert removed >= 1 and "c" not in g and set(g.ancestors(["b"])) == set(g.names())
