@@ -101,3 +101,15 @@ def set_control_flow_v2(enabled: bool) -> None:
         v1.enable_control_flow_v2()
     else:
         v1.disable_control_flow_v2()
+
+
+def op_def(op_type: str) -> Any | None:
+    """The registered OpDef of an op type, or None for ops this TensorFlow doesn't know.
+
+    Private: the public API has no lookup from op type name to OpDef (tf.raw_ops gives
+    callables, not signatures).
+    """
+    tf()
+    from tensorflow.python.framework import op_def_registry
+
+    return op_def_registry.get(op_type)

@@ -58,3 +58,16 @@ def test_weak_dangling_node_makes_detection_ambiguous() -> None:
     assert det.ambiguous
     assert [c.name for c in det.candidates] == ["out", "debug_shape"]
     assert det.suggested_outputs == ["out"]
+
+
+def test_every_output_of_a_multi_output_sink_is_an_output() -> None:
+    tf = _tf.tf()
+    v1 = tf.compat.v1
+    g = tf.Graph()
+    with g.as_default():
+        x = v1.placeholder(tf.float32, [None, 6], name="x")
+        scores = tf.matmul(x, tf.constant(0.5, shape=[6, 10]), name="scores")
+        tf.math.top_k(scores, k=3, name="top")
+    det = detect_io(Graph(g.as_graph_def()))
+    assert det.outputs == ["top", "top:1"]
+    assert not det.ambiguous

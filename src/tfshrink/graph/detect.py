@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from tfshrink.graph.ir import Graph, parse_tensor
 
@@ -174,6 +175,7 @@ def detect_io(graph: Graph) -> Detection:
             continue  # computed from constants and variables only (a leftover, not an output)
         strong = bool(anc & weight_users) or not weight_users
         ranked.append(Candidate(c, graph.node(c).op, strong, len(anc)))
+    ranked = [Candidate(t, c.op, c.strong, c.size) for c in ranked for t in output_tensors(graph, c.name)]
     ranked.sort(key=lambda c: (not c.strong, -c.size, c.name))
     strong = [c for c in ranked if c.strong]
     ambiguous = not strong or len(strong) != len(ranked)
@@ -182,6 +184,33 @@ def detect_io(graph: Graph) -> Detection:
     inputs = [p for p in inputs_all if not outputs or p in needed]
     optional = [p for p in with_default if not outputs or p in needed]
     return Detection(inputs, optional, outputs, ranked, labels, ambiguous, len(train))
+
+
+def num_outputs(node: Any) -> int:
+    """How many tensors a node produces: from `_output_shapes` when the exporter recorded them
+    (custom ops such as TFLite_Detection_PostProcess), else from the op's registered OpDef."""
+    if "_output_shapes" in node.attr:
+        return max(1, len(node.attr["_output_shapes"].list.shape))
+    from tfshrink import _tf
+
+    op = _tf.op_def(node.op)
+    if op is None:
+        return 1
+    count = 0
+    for arg in op.output_arg:
+        if arg.number_attr:
+            count += node.attr[arg.number_attr].i
+        elif arg.type_list_attr:
+            count += len(node.attr[arg.type_list_attr].list.type)
+        else:
+            count += 1
+    return max(count, 1)
+
+
+def output_tensors(graph: Graph, name: str) -> list[str]:
+    """`name`, `name:1`, ... for every output of a sink node."""
+    n = num_outputs(graph.node(name))
+    return [name] + [f"{name}:{i}" for i in range(1, n)]
 
 
 def _sinks(graph: Graph, excluded: set[str]) -> list[str]:
