@@ -89,3 +89,94 @@ def small_keras_model(path: Path) -> Path:
     model = keras.Model([image, meta], [scores, box])
     model.save(path)
     return path
+
+
+def _keras2_layer(class_name: str, name: str, config: dict, inbound: list[str]) -> dict:
+    """One layer entry of a Keras 2 (tf.keras 2.x) Functional config: dtype as a plain string,
+    inbound nodes as nested [[layer, node, tensor, kwargs]] lists."""
+    return {"class_name": class_name, "name": name,
+            "config": {"name": name, "trainable": True, "dtype": "float32", **config},
+            "inbound_nodes": [[[src, 0, 0, {}] for src in inbound]] if inbound else []}
+
+
+def legacy_keras2_h5(path: Path, weights_from: Path) -> Path:
+    """The two-input, two-output model of `small_keras_model`, written with h5py the way tf.keras
+    2.x (Keras 2) wrote HDF5 files: keras_version 2.15.0, a Keras 2 model_config, weight datasets
+    named `kernel:0`. Keras 2 (tf_keras) is not installed, so the file is assembled by hand; the
+    weights are copied from the Keras 3 model at `weights_from`, so both compute the same numbers."""
+    import json
+
+    import h5py
+
+    keras = _tf.tf().keras
+    source = keras.models.load_model(weights_from, compile=False)
+    dense = {"use_bias": True, "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+             "bias_initializer": {"class_name": "Zeros", "config": {}}, "kernel_regularizer": None,
+             "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,
+             "bias_constraint": None}
+    layers = [
+        {"class_name": "InputLayer", "name": "image", "inbound_nodes": [],
+         "config": {"batch_input_shape": [None, 12, 12, 3], "dtype": "float32", "sparse": False,
+                    "ragged": False, "name": "image"}},
+        _keras2_layer("Conv2D", "conv", {"filters": 4, "kernel_size": [3, 3], "strides": [1, 1], "padding": "valid",
+                                         "data_format": "channels_last", "dilation_rate": [1, 1], "groups": 1,
+                                         "activation": "relu", **dense}, ["image"]),
+        _keras2_layer("BatchNormalization", "bn", {
+            "axis": -1, "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True,
+            "beta_initializer": {"class_name": "Zeros", "config": {}},
+            "gamma_initializer": {"class_name": "Ones", "config": {}},
+            "moving_mean_initializer": {"class_name": "Zeros", "config": {}},
+            "moving_variance_initializer": {"class_name": "Ones", "config": {}},
+            "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+            "gamma_constraint": None}, ["conv"]),
+        _keras2_layer("GlobalAveragePooling2D", "gap", {"data_format": "channels_last", "keepdims": False}, ["bn"]),
+        {"class_name": "InputLayer", "name": "meta", "inbound_nodes": [],
+         "config": {"batch_input_shape": [None, 4], "dtype": "float32", "sparse": False, "ragged": False,
+                    "name": "meta"}},
+        _keras2_layer("Concatenate", "concat", {"axis": -1}, ["gap", "meta"]),
+        _keras2_layer("Dense", "scores", {"units": 5, "activation": "softmax", **dense}, ["concat"]),
+        _keras2_layer("Dense", "box", {"units": 4, "activation": "linear", **dense}, ["concat"]),
+    ]
+    config = {"class_name": "Functional", "config": {
+        "name": "model", "layers": layers, "input_layers": [["image", 0, 0], ["meta", 0, 0]],
+        "output_layers": [["scores", 0, 0], ["box", 0, 0]]}}
+    weight_names = {"conv": ["kernel", "bias"], "bn": ["gamma", "beta", "moving_mean", "moving_variance"],
+                    "scores": ["kernel", "bias"], "box": ["kernel", "bias"]}
+    with h5py.File(path, "w") as f:
+        f.attrs["keras_version"] = "2.15.0"
+        f.attrs["backend"] = "tensorflow"
+        f.attrs["model_config"] = json.dumps(config)
+        group = f.create_group("model_weights")
+        group.attrs["keras_version"] = "2.15.0"
+        group.attrs["backend"] = "tensorflow"
+        group.attrs["layer_names"] = [layer["name"].encode() for layer in layers]
+        for layer in layers:
+            name = layer["name"]
+            g = group.create_group(name)
+            names = [f"{name}/{w}:0" for w in weight_names.get(name, [])]
+            g.attrs["weight_names"] = [n.encode() for n in names]
+            for full, value in zip(names, source.get_layer(name).get_weights(), strict=True):
+                g.create_dataset(full, data=np.asarray(value, dtype=np.float32))
+    return path
+
+
+def int8_tflite(keras_path: Path, path: Path) -> Path:
+    """Full-integer TFLite of the two-input Keras model: int8 weights, activations, inputs and outputs,
+    calibrated on a seeded representative dataset (keyed by signature input name)."""
+    tf = _tf.tf()
+    model = tf.keras.models.load_model(keras_path, compile=False)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    rng = np.random.default_rng(0)
+
+    def representative():
+        for _ in range(32):
+            yield {"image": rng.uniform(-1, 1, (1, 12, 12, 3)).astype(np.float32),
+                   "meta": rng.uniform(-1, 1, (1, 4)).astype(np.float32)}
+
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path

@@ -58,3 +58,35 @@ def tflite_file(tmp_path_factory: pytest.TempPathFactory, keras_file: Path) -> P
     out = tmp_path_factory.mktemp("tflite") / "two_io.tflite"
     out.write_bytes(data)
     return out
+
+
+@pytest.fixture(scope="session")
+def int8_tflite_file(tmp_path_factory: pytest.TempPathFactory, keras_file: Path) -> Path:
+    """The Keras fixture as a full-int8 TFLite model (int8 inputs and outputs)."""
+    return builders.int8_tflite(keras_file, tmp_path_factory.mktemp("tflite_int8") / "two_io_int8.tflite")
+
+
+@pytest.fixture(scope="session")
+def legacy_h5_file(tmp_path_factory: pytest.TempPathFactory, keras_file: Path) -> Path:
+    """The Keras fixture's model and weights as a Keras 2 (tf.keras 2.15) HDF5 file."""
+    return builders.legacy_keras2_h5(tmp_path_factory.mktemp("legacy_h5") / "two_io_keras2.h5", keras_file)
+
+
+@pytest.fixture(scope="session")
+def keras_pb(tmp_path_factory: pytest.TempPathFactory, keras_file: Path) -> Path:
+    """The Keras fixture frozen to a binary GraphDef (2 inputs, 2 outputs)."""
+    import tfshrink
+
+    out = tmp_path_factory.mktemp("keras_pb") / "two_io.pb"
+    tfshrink.freeze(keras_file, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def onet_pb(tmp_path_factory: pytest.TempPathFactory, onet_ckpt: Path) -> Path:
+    """ONet frozen from its checkpoint to a binary GraphDef."""
+    import tfshrink
+
+    out = tmp_path_factory.mktemp("onet_pb") / "onet.pb"
+    tfshrink.freeze(onet_ckpt, out)
+    return out

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -228,8 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         code = exc.exit_code
     except TfshrinkError as exc:
-        if debug:
-            raise
+        if debug:  # the traceback, and still the exit code of the error's kind
+            traceback.print_exc()
         click.echo(f"error: {exc.one_line()}", err=True)
         code = exc.exit_code
     except KeyboardInterrupt:
@@ -237,8 +238,9 @@ def main(argv: list[str] | None = None) -> None:
         code = 130
     except Exception as exc:  # an unexpected failure: one line unless --debug
         if debug:
-            raise
+            traceback.print_exc()
         first = (str(exc).strip().splitlines() or [""])[0][:300]
-        click.echo(f"error: unexpected {type(exc).__name__}: {first} (rerun with --debug for a traceback)", err=True)
+        rerun = "" if debug else " (rerun with --debug for a traceback)"
+        click.echo(f"error: unexpected {type(exc).__name__}: {first}{rerun}", err=True)
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

@@ -68,10 +68,11 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
             if wanted and name in {w.split(":")[0] for w in wanted}:
                 raise UserError(f"--bind {name} also names an output", "bind placeholders, not outputs")
         frozen = model.freeze(wanted or None, bind_map)
-        atomic_write(out_path, serialize_graph_def(frozen.graph_def, text))
+        data = serialize_graph_def(frozen.graph_def, text)
         verification = None
-        if verify:
+        if verify:  # runs the in-memory graph: an input error here must leave no output file
             verification = _verify_frozen(model, frozen, out_path, bind_map, inputs, samples, seed, atol, rtol, shapes)
+        atomic_write(out_path, data)
     finally:
         model.close()
     result = FreezeResult(str(source), model.format, str(out_path), tuple(frozen.inputs), tuple(frozen.outputs),

@@ -161,7 +161,8 @@ def _inspect(model: Model) -> InspectResult:
         extra = {"signature": model.signature, "signatures": model.signature_names}  # type: ignore[attr-defined]
     graph_def = fn.graph.as_graph_def()
     nodes, ops, consts, control = graph_stats(graph_def)
-    variables = tuple(TensorSpec(_var_name(v), v.dtype.name, tuple(v.shape.as_list()) if hasattr(v.shape, "as_list") else tuple(v.shape))
+    variables = tuple(TensorSpec(_var_name(v), getattr(v.dtype, "name", str(v.dtype)),  # Keras 3: dtype is a str
+                                 tuple(v.shape.as_list()) if hasattr(v.shape, "as_list") else tuple(v.shape))
                       for v in tf_vars)
     return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
                          variable_parameters=sum(_prod(v.shape) for v in variables), control_edges=control,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,10 @@ class KerasModel(Model):
     def __init__(self, path: Path):
         super().__init__(path)
         tf = _tf.tf()
+        if path.suffix.lower() == ".keras" and not zipfile.is_zipfile(path):
+            # Keras would report "File not found" for a .keras file that is not a whole zip archive.
+            raise UserError(f"{path}: not a readable .keras archive (the zip file is truncated or corrupt)",
+                            "re-save it with model.save('model.keras')")
         try:
             self.keras_model = tf.keras.models.load_model(str(path), compile=False)
         except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,40 @@ def _interpreter_class() -> Any:
     return Interpreter
 
 
-def _spec(detail: dict) -> TensorSpec:
+def _spec(detail: dict, name: str | None = None) -> TensorSpec:
     sig = detail.get("shape_signature")
     dims = sig if sig is not None and len(sig) else detail["shape"]
     shape = tuple(None if int(d) < 0 else int(d) for d in dims)
     scale, zero = detail.get("quantization", (0.0, 0))
     quant = (float(scale), int(zero)) if scale else None
-    return TensorSpec(detail["name"], np.dtype(detail["dtype"]).name, shape, quantization=quant)
+    return TensorSpec(name or detail["name"], np.dtype(detail["dtype"]).name, shape, quantization=quant)
+
+
+def _natural(key: str) -> list[Any]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def _signature_keys(interp: Any, ins: list[dict], outs: list[dict]) -> tuple[dict[int, str], dict[int, str]]:
+    """Tensor index -> signature key for the serving signature (or the only one), when it names
+    every input and output. The converter names tensors `serving_default_image:0` and
+    `StatefulPartitionedCall:1` and stores them in no useful order; the signature keys (`image`,
+    `output_0`) are the names the source model used."""
+    try:
+        signatures = interp.get_signature_list()
+        if not signatures:
+            return {}, {}
+        key = "serving_default" if "serving_default" in signatures else \
+            (next(iter(signatures)) if len(signatures) == 1 else None)
+        if key is None:
+            return {}, {}
+        runner = interp.get_signature_runner(key)
+        sig_in = {int(d["index"]): n for n, d in runner.get_input_details().items()}
+        sig_out = {int(d["index"]): n for n, d in runner.get_output_details().items()}
+    except (ValueError, RuntimeError, KeyError):
+        return {}, {}
+    if set(sig_in) != {int(d["index"]) for d in ins} or set(sig_out) != {int(d["index"]) for d in outs}:
+        return {}, {}
+    return sig_in, sig_out
 
 
 class TFLiteModel(Model):
@@ -47,8 +75,12 @@ class TFLiteModel(Model):
                             "the file is truncated or corrupt, or uses custom ops this runtime lacks") from None
         self._in = self.interpreter.get_input_details()
         self._out = self.interpreter.get_output_details()
-        self.inputs = [_spec(d) for d in self._in]
-        self.outputs = [_spec(d) for d in self._out]
+        sig_in, sig_out = _signature_keys(self.interpreter, self._in, self._out)
+        if sig_in:  # name and order inputs and outputs by the signature, so they pair with the source's
+            self._in.sort(key=lambda d: _natural(sig_in[int(d["index"])]))
+            self._out.sort(key=lambda d: _natural(sig_out[int(d["index"])]))
+        self.inputs = [_spec(d, sig_in.get(int(d["index"]))) for d in self._in]
+        self.outputs = [_spec(d, sig_out.get(int(d["index"]))) for d in self._out]
 
     @property
     def is_tensorflow(self) -> bool:
@@ -61,27 +93,35 @@ class TFLiteModel(Model):
         resized = False
         arrays = []
         for detail, spec in zip(self._in, self.inputs, strict=True):
-            if spec.name not in feeds:
+            key = spec.name if spec.name in feeds else detail["name"]  # signature key or tensor name
+            if key not in feeds:
                 raise UserError(f"{self.path}: input {spec.name!r} was not given",
                                 f"inputs are {', '.join(s.name for s in self.inputs)}")
-            value = np.asarray(feeds[spec.name])
+            value = np.asarray(feeds[key])
             target = np.dtype(detail["dtype"])
             if not raw and target in QUANTIZED_DTYPES and value.dtype != target and spec.quantization:
                 scale, zero = spec.quantization
                 info = np.iinfo(target)
                 value = np.clip(np.round(value / scale + zero), info.min, info.max)
             value = value.astype(target, copy=False)
-            if tuple(value.shape) != tuple(detail["shape"]):
-                interp.resize_tensor_input(detail["index"], list(value.shape))
-                resized = True
             arrays.append(value)
-        if resized:
-            interp.allocate_tensors()
-            self._in = interp.get_input_details()
-            self._out = interp.get_output_details()
-        for detail, value in zip(self._in, arrays, strict=True):
-            interp.set_tensor(detail["index"], value)
-        interp.invoke()
+        try:
+            for detail, value in zip(self._in, arrays, strict=True):
+                if tuple(value.shape) != tuple(detail["shape"]):
+                    interp.resize_tensor_input(detail["index"], list(value.shape))
+                    resized = True
+            if resized:
+                interp.allocate_tensors()
+                self._in = _refreshed(self._in, interp.get_input_details())
+                self._out = _refreshed(self._out, interp.get_output_details())
+            for detail, value in zip(self._in, arrays, strict=True):
+                interp.set_tensor(detail["index"], value)
+            interp.invoke()
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            shapes = ", ".join(f"{s.name}{list(v.shape)}" for s, v in zip(self.inputs, arrays, strict=True))
+            raise UserError(f"{self.path}: running the model failed on inputs {shapes}: {first}",
+                            f"the model expects {', '.join(s.name + s.shape_text() for s in self.inputs)}") from None
         out = {}
         for detail, spec in zip(self._out, self.outputs, strict=True):
             value = interp.get_tensor(detail["index"]).copy()
@@ -90,6 +130,12 @@ class TFLiteModel(Model):
                 value = (value.astype(np.float32) - zero) * scale
             out[spec.name] = value
         return out
+
+
+def _refreshed(old: list[dict], new: list[dict]) -> list[dict]:
+    """`new` details in the order of `old` (matched by tensor index)."""
+    by_index = {int(d["index"]): d for d in new}
+    return [by_index[int(d["index"])] for d in old]
 
 
 def _enum_names(cls: Any) -> dict[int, str]:
