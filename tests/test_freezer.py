@@ -66,3 +66,14 @@ def test_text_output(onet_ckpt: Path, tmp_path: Path) -> None:
     tfshrink.freeze(onet_ckpt, out, text=True, verify=False)
     assert out.read_text().startswith("node {")
     assert len(read_graph_def(out).node) > 50
+
+
+def test_training_flag_left_unbound_says_which_bind_to_pass(train_ckpt: Path, tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "unbound.pb"
+    with pytest.raises(SystemExit) as exc:
+        main(["freeze", str(train_ckpt), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2
+    assert "--bind is_training=false" in err and err.count("\n") == 1
+    assert not out.exists()

@@ -95,8 +95,10 @@ def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...]
     con.print(f"  outputs: {', '.join(result.outputs)} ({how})")
     if result.verification is not None:
         v = result.verification
-        con.print(f"  verified on {v.samples} random input set(s): max abs difference {v.max_abs:.3g} "
-                  f"[green]ok[/]" if v.passed else "")
+        source = "the given inputs" if feeds else f"{v.samples} seeded random input set(s)"
+        con.print(f"  verified against the source on {source}: max abs difference {v.max_abs:.3g} [green]ok[/]")
+    else:
+        con.print("  not verified (--no-verify)")
     return 0
 
 

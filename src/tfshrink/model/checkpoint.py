@@ -9,7 +9,7 @@ from typing import Any
 
 from tfshrink import _tf
 from tfshrink.errors import UserError
-from tfshrink.graph.detect import Detection, detect_io
+from tfshrink.graph.detect import Detection, detect_io, is_mutator
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
@@ -144,6 +144,14 @@ class CheckpointModel(SessionModel):
             sess.close()
         frozen = finish_frozen(frozen, names)
         inputs = [n.name for n in frozen.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
+        updates = sorted(n.name for n in frozen.node if is_mutator(n.op))
+        if updates:
+            flags = [n for n in inputs if self.ir.node(n).attr["dtype"].type == 10]  # DT_BOOL
+            binds_hint = " ".join(f"--bind {f}=false" for f in flags) or "--bind FLAG=VALUE"
+            raise UserError(f"{self.path}: the outputs depend on variable updates ({updates[0]}"
+                            f"{f' and {len(updates) - 1} more' if len(updates) > 1 else ''}), "
+                            "which a frozen graph cannot run",
+                            f"switch training off with {binds_hint}")
         return FrozenGraph(frozen, inputs, names, detected=not outputs)
 
 
