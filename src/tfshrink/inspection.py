@@ -67,14 +67,18 @@ def graph_stats(graph_def: Any) -> tuple[int, dict[str, int], int, int]:
     params = 0
     control = 0
     for node in graph_def.node:
-        ops[node.op] += 1
-        if node.op == "Const":
+        op = node.op  # each read of a proto field builds a new str: read it once
+        ops[op] += 1
+        if op == "Const":
             params += const_elements(node)
-        control += sum(1 for r in node.input if r.startswith("^"))
+        for ref in node.input:
+            if ref[:1] == "^":
+                control += 1
     for fn in graph_def.library.function:
         for node in fn.node_def:
-            ops[node.op] += 1
-            if node.op == "Const":
+            op = node.op
+            ops[op] += 1
+            if op == "Const":
                 params += const_elements(node)
     ordered = dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0])))
     return len(graph_def.node), ordered, params, control

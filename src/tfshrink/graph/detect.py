@@ -88,10 +88,10 @@ def is_mutator(op: str) -> bool:
 
 
 def _is_weight_source(graph: Graph, name: str) -> bool:
-    node = graph.node(name)
-    if node.op in VARIABLE_OPS or node.op == "ReadVariableOp":
+    op = graph.node(name).op  # each read of a proto field builds a new str: read it once
+    if op in VARIABLE_OPS or op == "ReadVariableOp":
         return True
-    if node.op == "Identity":
+    if op == "Identity":
         (src, _), *_ = graph.data_inputs(name) or [("", 0)]
         return bool(src) and graph.node(src).op in VARIABLE_OPS
     return False
@@ -112,8 +112,8 @@ def training_nodes(graph: Graph) -> set[str]:
     """Training and checkpoint machinery, plus everything that only feeds it."""
     marked = set()
     for node in graph:
-        if (node.op in INFRA_OPS or node.op in VARIABLE_OPS or is_mutator(node.op)
-                or TRAINING_SCOPE.match(node.name)):
+        op = node.op
+        if op in INFRA_OPS or op in VARIABLE_OPS or is_mutator(op) or TRAINING_SCOPE.match(node.name):
             marked.add(node.name)
     order = graph.topological_order()
     for name in reversed(order):  # consumers before producers

@@ -1,7 +1,7 @@
 """A small mutable IR over a GraphDef.
 
 The NodeDef protos stay the storage (so serializing back is cheap and lossless); the Graph keeps a
-name map and a consumer index beside them and updates both in its own methods. Passes change the
+name map and consumer indexes beside them and updates them in its own methods. Passes change the
 graph only through these methods, so no pass can leave a dangling edge or a stale consumer list.
 """
 
@@ -22,6 +22,15 @@ def parse_tensor(ref: str) -> tuple[str, int, bool]:
     return ref, 0, False
 
 
+def producer(ref: str) -> str:
+    """The node an input string reads from; the same as parse_tensor(ref)[0], without the tuple."""
+    if ref[:1] == "^":
+        return ref[1:]
+    if ":" in ref:
+        return parse_tensor(ref)[0]
+    return ref
+
+
 def tensor_name(node: str, index: int = 0) -> str:
     """The short tensor name users see: "node" for output 0, "node:k" otherwise."""
     return node if index == 0 else f"{node}:{index}"
@@ -32,19 +41,51 @@ class GraphError(ValueError):
 
 
 class Graph:
-    """Nodes by name, consumers by producer, kept consistent by the methods below."""
+    """Nodes by name, consumers (all, and data only) by producer, kept consistent by the methods below."""
 
     def __init__(self, graph_def: Any):
         self._proto = graph_def  # kept for versions and the function library
         self._nodes: dict[str, Any] = {}
         self._consumers: dict[str, set[str]] = {}
+        # The subset of _consumers that read a producer's tensors rather than only wait on it:
+        # kept beside it so data_consumers() need not rescan (and re-parse) every consumer's inputs.
+        self._data_consumers: dict[str, set[str]] = {}
+        # Each node's inputs as Python strings: traversals read these, not the protos, because
+        # every read of a NodeDef's repeated field builds new string objects.
+        self._inputs: dict[str, tuple[str, ...]] = {}
         for node in graph_def.node:
-            if node.name in self._nodes:
-                raise GraphError(f"duplicate node name {node.name!r}")
-            self._nodes[node.name] = node
-        for node in self._nodes.values():
-            for ref in node.input:
-                self._consumers.setdefault(parse_tensor(ref)[0], set()).add(node.name)
+            name = node.name
+            if name in self._nodes:
+                raise GraphError(f"duplicate node name {name!r}")
+            self._nodes[name] = node
+        for name in self._nodes:
+            self._link(name)
+
+    def _link(self, name: str) -> None:
+        """Cache node `name`'s inputs and index it as a consumer of each of their producers."""
+        refs = tuple(self._nodes[name].input)
+        self._inputs[name] = refs
+        consumers, data = self._consumers, self._data_consumers
+        for ref in refs:
+            if ref[:1] == "^":
+                src = ref[1:]
+            else:
+                src = parse_tensor(ref)[0] if ":" in ref else ref
+                if src in data:
+                    data[src].add(name)
+                else:
+                    data[src] = {name}
+            if src in consumers:
+                consumers[src].add(name)
+            else:
+                consumers[src] = {name}
+
+    def _unlink(self, name: str) -> None:
+        """Undo _link: drop node `name` from the consumer indexes of its producers."""
+        for ref in self._inputs.pop(name, ()):
+            src = producer(ref)
+            self._consumers.get(src, set()).discard(name)
+            self._data_consumers.get(src, set()).discard(name)
 
     # ---- reading -------------------------------------------------------------------------
     def __contains__(self, name: str) -> bool:
@@ -70,20 +111,23 @@ class Graph:
         return set(self._consumers.get(name, ()))
 
     def data_consumers(self, name: str) -> set[str]:
-        out = set()
-        for c in self._consumers.get(name, ()):
-            for ref in self._nodes[c].input:
-                producer, _, control = parse_tensor(ref)
-                if producer == name and not control:
-                    out.add(c)
-                    break
-        return out
+        """Every node that takes an output of `name` as a data input."""
+        return set(self._data_consumers.get(name, ()))
 
     def data_inputs(self, name: str) -> list[tuple[str, int]]:
-        return [(p, i) for p, i, c in map(parse_tensor, self._nodes[name].input) if not c]
+        out = []
+        for ref in self._inputs[name]:
+            if ref[:1] == "^":
+                continue
+            if ":" in ref:
+                src, index, _ = parse_tensor(ref)
+                out.append((src, index))
+            else:
+                out.append((ref, 0))
+        return out
 
     def control_inputs(self, name: str) -> list[str]:
-        return [p for p, _, c in map(parse_tensor, self._nodes[name].input) if c]
+        return [p for p, _, c in map(parse_tensor, self._inputs[name]) if c]
 
     @property
     def library(self) -> Any:
@@ -104,8 +148,7 @@ class Graph:
         node = type(node_def)()
         node.CopyFrom(node_def)
         self._nodes[node.name] = node
-        for ref in node.input:
-            self._consumers.setdefault(parse_tensor(ref)[0], set()).add(node.name)
+        self._link(node.name)
         return node
 
     def set_inputs(self, name: str, inputs: Iterable[str]) -> None:
@@ -115,16 +158,14 @@ class Graph:
         for ref in new:
             if parse_tensor(ref)[0] not in self._nodes:
                 raise GraphError(f"node {name!r} would read {ref!r}, which does not exist")
-        for ref in node.input:
-            self._consumers.get(parse_tensor(ref)[0], set()).discard(name)
+        self._unlink(name)
         # Deduplicate control inputs; keep data inputs as given.
         data = [r for r in new if not r.startswith("^")]
         seen: set[str] = set()
         control = [r for r in new if r.startswith("^") and not (r in seen or seen.add(r))]
         del node.input[:]
         node.input.extend(data + control)
-        for ref in node.input:
-            self._consumers.setdefault(parse_tensor(ref)[0], set()).add(name)
+        self._link(name)
 
     def replace_uses(self, old: str, new: str, *, keep: Iterable[str] = ()) -> int:
         """Make every consumer of tensor `old` ("n" or "n:k") read `new` instead.
@@ -142,7 +183,7 @@ class Graph:
                 continue
             refs = []
             changed = False
-            for ref in self._nodes[consumer].input:
+            for ref in self._inputs[consumer]:
                 producer, idx, control = parse_tensor(ref)
                 if producer == old_node and not control and idx == old_idx:
                     refs.append(new_ref)
@@ -164,36 +205,45 @@ class Graph:
             if users:
                 raise GraphError(f"cannot remove {name!r}: still used by {sorted(users)[0]!r}")
         for name in doomed:
-            for ref in self._nodes[name].input:
-                self._consumers.get(parse_tensor(ref)[0], set()).discard(name)
+            self._unlink(name)
         for name in doomed:
             del self._nodes[name]
             self._consumers.pop(name, None)
+            self._data_consumers.pop(name, None)
 
     def drop_control_inputs(self, name: str, sources: Iterable[str] | None = None) -> None:
         """Remove control inputs of `name` (all, or only those from `sources`)."""
         wanted = None if sources is None else set(sources)
         keep = [
             r
-            for r in self._nodes[name].input
+            for r in self._inputs[name]
             if not r.startswith("^") or (wanted is not None and r[1:] not in wanted)
         ]
-        if len(keep) != len(self._nodes[name].input):
+        if len(keep) != len(self._inputs[name]):
             self.set_inputs(name, keep)
 
     # ---- traversal -----------------------------------------------------------------------
     def ancestors(self, roots: Iterable[str], *, control: bool = True) -> set[str]:
         """`roots` and every node they depend on."""
+        inputs = self._inputs
         seen: set[str] = set()
-        stack = [r for r in roots if r in self._nodes]
+        stack = [r for r in roots if r in inputs]
         while stack:
             name = stack.pop()
             if name in seen:
                 continue
             seen.add(name)
-            for producer, _, is_control in map(parse_tensor, self._nodes[name].input):
-                if (control or not is_control) and producer not in seen:
-                    stack.append(producer)
+            for ref in inputs[name]:  # parse_tensor inlined: this loop is the hot path
+                if ref[:1] == "^":
+                    if not control:
+                        continue
+                    src = ref[1:]
+                elif ":" in ref:
+                    src = parse_tensor(ref)[0]
+                else:
+                    src = ref
+                if src not in seen:
+                    stack.append(src)
         return seen
 
     def descendants(self, roots: Iterable[str], *, control: bool = True) -> set[str]:
@@ -221,10 +271,12 @@ class Graph:
         that is not a TF loop (NextIteration back-edges are ignored)."""
         indeg: dict[str, int] = {}
         position = {n: i for i, n in enumerate(self._nodes)}
-        for name, node in self._nodes.items():
-            producers = {parse_tensor(r)[0] for r in node.input}
-            if node.op in ("Merge", "RefMerge"):
-                producers = {p for p in producers if self._nodes[p].op != "NextIteration"}
+        ops = {name: node.op for name, node in self._nodes.items()}  # read each proto field once
+        merges = ("Merge", "RefMerge")
+        for name in self._nodes:
+            producers = {producer(r) for r in self._inputs[name]}
+            if ops[name] in merges:
+                producers = {p for p in producers if ops[p] != "NextIteration"}
             indeg[name] = len(producers)
         ready = deque(n for n, d in indeg.items() if d == 0)
         order: list[str] = []
@@ -232,8 +284,7 @@ class Graph:
             name = ready.popleft()
             order.append(name)
             for c in sorted(self._consumers.get(name, ()), key=position.__getitem__):
-                node = self._nodes[c]
-                if node.op in ("Merge", "RefMerge") and self._nodes[name].op == "NextIteration":
+                if ops[c] in merges and ops[name] == "NextIteration":
                     continue
                 indeg[c] -= 1
                 if indeg[c] == 0:

@@ -36,7 +36,6 @@ def const_elements(node: Any) -> int:
 
 def tensor_specs(graph: Graph, tensors: Sequence[str]) -> dict[str, tuple[str, tuple[int | None, ...] | None]]:
     """{tensor: (dtype, shape)} for short tensor names, by importing a weightless copy."""
-    tf = _tf.tf()
     needed = graph.ancestors(parse_tensor(t)[0] for t in tensors)
     light = _tf.graph_pb2().GraphDef()
     light.library.CopyFrom(graph.library)
@@ -54,17 +53,16 @@ def tensor_specs(graph: Graph, tensors: Sequence[str]) -> dict[str, tuple[str, t
             stub.input.extend(r for r in node.input if r.startswith("^"))
         else:
             light.node.add().CopyFrom(node)
+    refs = [parse_tensor(t)[:2] for t in tensors]
+    try:
+        # What tf.graph_util.import_graph_def(light, name="") infers, without its Python pass.
+        found = _tf.import_output_specs(light, refs)
+    except Exception:
+        return {t: ("unknown", None) for t in tensors}
     out: dict[str, tuple[str, tuple[int | None, ...] | None]] = {}
-    g = tf.Graph()
-    with g.as_default():
-        try:
-            tf.graph_util.import_graph_def(light, name="")
-        except Exception:
-            return {t: ("unknown", None) for t in tensors}
-        for t in tensors:
-            node, index, _ = parse_tensor(t)
-            tensor = g.get_tensor_by_name(f"{node}:{index}")
-            shape = tensor.shape
-            dims = None if shape.rank is None else tuple(shape.as_list())
-            out[t] = (tensor.dtype.name, dims)
+    for t, (op_name, index), spec in zip(tensors, refs, found, strict=True):
+        if spec is None:  # as tf.Graph.get_tensor_by_name(f"{op_name}:{index}") would
+            error = ValueError if ":" in op_name else KeyError
+            raise error(f"The name '{op_name}:{index}' refers to a Tensor which does not exist.")
+        out[t] = spec
     return out

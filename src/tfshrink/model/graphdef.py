@@ -9,7 +9,7 @@ from typing import Any
 from tfshrink import _tf
 from tfshrink.errors import UserError
 from tfshrink.graph.detect import Detection, detect_io
-from tfshrink.graph.ir import Graph, GraphError, parse_tensor
+from tfshrink.graph.ir import Graph, GraphError, parse_tensor, producer
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
 from tfshrink.model.freezing import finish_frozen, replace_placeholders
@@ -36,7 +36,7 @@ def read_graph_def(path: Path) -> Any:
     names = {n.name for n in graph_def.node}
     for node in graph_def.node:
         for ref in node.input:
-            if parse_tensor(ref)[0] not in names:
+            if producer(ref) not in names:
                 raise UserError(f"{path}: node {node.name!r} reads {ref!r}, which is missing", hint)
     return graph_def
 
