@@ -195,3 +195,22 @@ def _import_output_specs_fast(graph_def: Any, outputs: Sequence[tuple[str, int]]
         shape = tensor.shape
         specs.append((tensor.dtype.name, None if shape.rank is None else tuple(shape.as_list())))
     return specs
+
+
+def function_to_graph_def(function_def: Any, library: Any) -> tuple[Any, dict[str, str]]:
+    """A FunctionDef as a GraphDef (arguments become Placeholders named after them), and the map
+    from the function's "node:out_arg:i" names to the GraphDef's "node:k" names.
+
+    Private: no public API turns a FunctionDef into a GraphDef; inlining a tf.cond v2 branch
+    (If/StatelessIf on a bound predicate) needs it.
+    """
+    tf_module = tf()
+    from tensorflow.python.framework import function_def_to_graph
+
+    # Nested calls (an If inside the branch) are looked up in the default graph's library.
+    holder = graph_pb2().GraphDef()
+    holder.library.CopyFrom(library)
+    graph = tf_module.Graph()
+    with graph.as_default():
+        tf_module.graph_util.import_graph_def(holder, name="")
+        return function_def_to_graph.function_def_to_graph_def(function_def)

@@ -10,6 +10,7 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.errors import UserError
 from tfshrink.graph.cond import fold_constant_conds
+from tfshrink.graph.inline import fold_constant_ifs
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.names import unknown_name_error
 
@@ -75,8 +76,9 @@ def replace_placeholders(graph_def: Any, binds: Mapping[str, Any], where: str) -
 
 
 def finish_frozen(graph_def: Any, outputs: list[str]) -> Any:
-    """Fold constant tf.conds, keep only what `outputs` need, clear devices, sort."""
+    """Fold constant tf.conds (v1 and v2), keep only what `outputs` need, clear devices, sort."""
     graph = Graph(graph_def)
+    fold_constant_ifs(graph)
     fold_constant_conds(graph)
     graph.prune(parse_tensor(o)[0] for o in outputs)
     present = set(graph.names())
@@ -90,7 +92,38 @@ def finish_frozen(graph_def: Any, outputs: list[str]) -> Any:
                 node.attr["_class"].list.s.extend(keep)
             else:
                 del node.attr["_class"]
-    return graph.to_graph_def(sort=True)
+    out = graph.to_graph_def(sort=True)
+    _drop_unused_functions(out)
+    return out
+
+
+def _called(nodes: Any) -> set[str]:
+    names = set()
+    for node in nodes:
+        for attr in node.attr.values():
+            if attr.HasField("func"):
+                names.add(attr.func.name)
+            names.update(f.name for f in attr.list.func)
+    return names
+
+
+def _drop_unused_functions(graph_def: Any) -> None:
+    """Remove library functions no node calls (directly or through another function)."""
+    by_name = {f.signature.name: f for f in graph_def.library.function}
+    used: set[str] = set()
+    todo = list(_called(graph_def.node))
+    while todo:
+        name = todo.pop()
+        if name in used or name not in by_name:
+            continue
+        used.add(name)
+        todo.extend(_called(by_name[name].node_def))
+    keep = [f for f in graph_def.library.function if f.signature.name in used]
+    if len(keep) != len(graph_def.library.function):
+        del graph_def.library.function[:]
+        graph_def.library.function.extend(keep)
+        if not keep and not graph_def.library.gradient:
+            graph_def.ClearField("library")
 
 
 def freeze_function(concrete: Any, input_names: list[str], output_names: list[str],

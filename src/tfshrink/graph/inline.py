@@ -1,0 +1,76 @@
+"""Inline tf.cond v2 (If / StatelessIf) whose predicate is a constant.
+
+TF2's graph-mode tf.cond emits an If node that calls a then- and an else-function. After
+`--bind is_training=false` the predicate is constant, so the If is replaced by the nodes of the
+branch it would always take, under `<if name>/then|else/`: the branch's arguments become the If's
+inputs, its results become the If's outputs, and the If's control inputs guard the inlined nodes.
+"""
+
+from __future__ import annotations
+
+from tfshrink import _tf
+from tfshrink.graph.cond import constant_value
+from tfshrink.graph.ir import Graph, parse_tensor
+
+IF_OPS = ("If", "StatelessIf")
+
+
+def fold_constant_ifs(graph: Graph) -> int:
+    """Inline every If whose predicate is constant (nested ones too). Returns how many."""
+    folded = 0
+    while True:
+        todo = [(n.name, constant_value(graph, n.input[0])) for n in graph if n.op in IF_OPS and n.input]
+        todo = [(name, value) for name, value in todo if value is not None]
+        if not todo:
+            return folded
+        for name, value in todo:
+            _inline(graph, name, bool(value))
+            folded += 1
+
+
+def _inline(graph: Graph, name: str, value: bool) -> None:
+    node = graph.node(name)
+    branch = "then" if value else "else"
+    fname = node.attr[f"{branch}_branch"].func.name
+    fdef = next((f for f in graph.library.function if f.signature.name == fname), None)
+    if fdef is None:
+        return
+    body, flat = _tf.function_to_graph_def(fdef, graph.library)
+    args = [r for r in node.input if not r.startswith("^")][1:]
+    guards = [r for r in node.input if r.startswith("^")]
+    arg_names = [a.name for a in fdef.signature.input_arg]
+    arg_ref = dict(zip(arg_names, args, strict=False))
+    prefix = f"{name}/{branch}"
+
+    def remap(ref: str) -> str:
+        producer, index, control = parse_tensor(ref)
+        if producer in arg_ref:
+            src = parse_tensor(arg_ref[producer])[0]
+            return f"^{src}" if control else arg_ref[producer]
+        target = f"{prefix}/{producer}"
+        if control:
+            return f"^{target}"
+        return target if index == 0 else f"{target}:{index}"
+
+    inner = Graph(body)
+    for inner_name in inner.topological_order():
+        if inner_name in arg_ref:
+            continue
+        proto = type(node)()
+        proto.CopyFrom(inner.node(inner_name))
+        proto.name = f"{prefix}/{inner_name}"
+        refs = [remap(r) for r in proto.input]
+        if not [r for r in refs if not r.startswith("^")]:
+            refs += guards
+        del proto.input[:]
+        proto.input.extend(refs)
+        proto.device = ""
+        graph.add(proto)
+    results = [remap(flat.get(fdef.ret[o.name], fdef.ret[o.name])) for o in fdef.signature.output_arg]
+    for k, result in enumerate(results):
+        graph.replace_uses(f"{name}:{k}", result)
+    for consumer in graph.consumers(name):  # what waited on the If now waits on its results
+        refs = [r for r in graph.node(consumer).input if r != f"^{name}"]
+        refs += [f"^{parse_tensor(r)[0]}" for r in results]
+        graph.set_inputs(consumer, refs)
+    graph.remove([name])
