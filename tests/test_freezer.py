@@ -16,7 +16,7 @@ from tfshrink.model.graphdef import read_graph_def
 def test_onet_checkpoint_freezes_with_detected_outputs(onet_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "onet.pb"
     result = tfshrink.freeze(onet_ckpt, out)
-    assert result.detected
+    assert result.outputs_from == "detected"
     assert sorted(result.outputs) == ["onet/conv6-2/conv6-2", "onet/conv6-3/conv6-3", "onet/prob1"]
     assert result.inputs == ("onet/input",)
     assert result.verification is not None and result.verification.passed
@@ -58,7 +58,7 @@ def test_tensor_names_are_accepted(train_ckpt: Path, tmp_path: Path) -> None:
     result = tfshrink.freeze(train_ckpt, tmp_path / "t.pb", outputs="prob:0,logits",
                              binds={"is_training": "false", "keep_prob": "1"})
     assert result.outputs == ("prob", "logits")
-    assert not result.detected
+    assert result.outputs_from == "given"
 
 
 def test_text_output(onet_ckpt: Path, tmp_path: Path) -> None:

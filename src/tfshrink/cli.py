@@ -88,7 +88,7 @@ def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...]
         click.echo(json.dumps(result.to_json(), indent=2))
         return 0
     con = _console()
-    how = "detected" if result.detected else "given"
+    how = {"given": "as given", "signature": "from the signature"}.get(result.outputs_from, "detected")
     con.print(f"[bold]froze[/] {result.source} ({result.format}) -> {result.output}: "
               f"{result.nodes} nodes, {result.bytes:,} bytes")
     con.print(f"  inputs:  {', '.join(result.inputs) or '(none)'}")

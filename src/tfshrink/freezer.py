@@ -23,7 +23,7 @@ class FreezeResult:
     output: str
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
-    detected: bool
+    outputs_from: str  # "given" (--outputs), "signature" (SavedModel/Keras) or "detected"
     nodes: int
     bytes: int
     verification: VerifyResult | None
@@ -31,7 +31,7 @@ class FreezeResult:
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "format": self.format, "output": self.output,
                 "inputs": list(self.inputs), "outputs": list(self.outputs),
-                "outputs_detected": self.detected, "nodes": self.nodes, "bytes": self.bytes,
+                "outputs_from": self.outputs_from, "nodes": self.nodes, "bytes": self.bytes,
                 "verification": self.verification.to_json() if self.verification else None}
 
 
@@ -76,11 +76,17 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
     finally:
         model.close()
     result = FreezeResult(str(source), model.format, str(out_path), tuple(frozen.inputs), tuple(frozen.outputs),
-                          frozen.detected, len(frozen.graph_def.node), out_path.stat().st_size, verification)
+                          _outputs_from(wanted, frozen), len(frozen.graph_def.node), out_path.stat().st_size, verification)
     if verification is not None and not verification.passed:
         raise CheckFailed(f"{out_path}: frozen outputs differ from {source} by up to {verification.max_abs:.3g}",
                           f"tolerance atol={atol} rtol={rtol}; inspect the graph or pass --no-verify")
     return result
+
+
+def _outputs_from(wanted: list[str], frozen: Any) -> str:
+    if wanted:
+        return "given"
+    return "detected" if frozen.detected else "signature"
 
 
 def _verify_frozen(model: Model, frozen: Any, path: Path, binds: Mapping[str, Any],
