@@ -6,9 +6,11 @@ Nothing here imports TensorFlow at module level, so `tfshrink --help` answers at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import traceback
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -53,6 +55,23 @@ def cli(debug: bool) -> None:
     outputs the same. Takes TF1 checkpoints, SavedModels, Keras (.keras/.h5), frozen GraphDefs
     (.pb/.pbtxt) and TFLite files.
     """
+
+
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress bar on stderr (only on a terminal); yields a `step(done, total)` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    console = _console(stderr=True)
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=console, transient=True, disable=not console.is_terminal)
+    with bar:
+        task = bar.add_task(label, total=None)
+
+        def step(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield step
 
 
 def _shape_option(f: Any) -> Any:
@@ -176,8 +195,9 @@ def verify(model_a: str, model_b: str, feeds: str | None, samples: int, atol: fl
     from tfshrink.feeds import parse_shape_overrides
     from tfshrink.verification import verify as run_verify
 
-    result = run_verify(model_a, model_b, inputs=feeds, samples=samples, atol=atol, rtol=rtol, seed=seed,
-                        shapes=parse_shape_overrides(input_shapes))
+    with _progress("running both models") as step:
+        result = run_verify(model_a, model_b, inputs=feeds, samples=samples, atol=atol, rtol=rtol, seed=seed,
+                            shapes=parse_shape_overrides(input_shapes), progress=step)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
     else:

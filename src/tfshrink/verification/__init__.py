@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,8 +93,10 @@ def _metrics(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[fl
 
 def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *, atol: float,
             rtol: float, extra_a: Mapping[str, Any] | None = None,
-            extra_b: Mapping[str, Any] | None = None) -> VerifyResult:
-    """Run both models on each feed (keyed by A's input names) and compare paired outputs."""
+            extra_b: Mapping[str, Any] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> VerifyResult:
+    """Run both models on each feed (keyed by A's input names) and compare paired outputs.
+    `progress(done, total)` is called after each feed."""
     where = f"{a.path} vs {b.path}"
     in_pairs = pair_by_name_or_order(a.inputs, b.inputs, "input", where)
     out_pairs = pair_by_name_or_order(a.outputs, b.outputs, "output", where)
@@ -112,6 +114,8 @@ def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *
                 vb = vb.reshape(va.shape)
             got_a[sa.name].append(va)
             got_b[sb.name].append(vb)
+        if progress is not None:
+            progress(len(next(iter(got_a.values()), [])), len(feed_list))
     comparisons = []
     for sa, sb in out_pairs:
         xa = np.concatenate([v.reshape(1, *v.shape) if v.ndim == 0 else v for v in got_a[sa.name]])
@@ -135,13 +139,14 @@ def make_feed_list(model: Model, *, inputs: str | Path | None = None, samples: i
 
 def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path | None = None,
            samples: int = 3, atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
-           shapes: Mapping[str, Sequence[int]] | None = None) -> VerifyResult:
+           shapes: Mapping[str, Sequence[int]] | None = None,
+           progress: Callable[[int, int], None] | None = None) -> VerifyResult:
     """Compare two models of any formats on the same inputs (random and seeded, or an .npz)."""
     ma = a if isinstance(a, Model) else load(a)
     mb = b if isinstance(b, Model) else load(b)
     try:
         feeds = make_feed_list(ma, inputs=inputs, samples=samples, seed=seed, shapes=shapes)
-        return compare(ma, mb, feeds, atol=atol, rtol=rtol)
+        return compare(ma, mb, feeds, atol=atol, rtol=rtol, progress=progress)
     finally:
         if not isinstance(a, Model):
             ma.close()
