@@ -180,3 +180,13 @@ def int8_tflite(keras_path: Path, path: Path) -> Path:
     converter.inference_output_type = tf.int8
     path.write_bytes(converter.convert())
     return path
+
+
+def run_graph_def(graph_def, feeds: dict, fetch: str = "out:0") -> np.ndarray:
+    """Run a GraphDef in a fresh TF session (the real runtime) and return one tensor."""
+    tf = _tf.tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.graph_util.import_graph_def(graph_def, name="")
+        with tf.compat.v1.Session(graph=graph) as sess:
+            return sess.run(fetch, feeds)

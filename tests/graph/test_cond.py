@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.builders import run_graph_def
 from tfshrink import _tf
 from tfshrink.graph.cond import fold_constant_conds
 from tfshrink.graph.ir import Graph
@@ -27,20 +28,11 @@ def _cond_graph():
     return g.as_graph_def()
 
 
-def _run(graph_def, feeds):
-    tf = _tf.tf()
-    g = tf.Graph()
-    with g.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
-        with tf.compat.v1.Session(graph=g) as sess:
-            return sess.run("out:0", feeds)
-
-
 @pytest.mark.parametrize("value", [True, False])
 def test_constant_predicate_leaves_no_switch_or_merge(value: bool) -> None:
     original = _cond_graph()
     x = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
-    expected = _run(original, {"x:0": x, "flag:0": value})
+    expected = run_graph_def(original, {"x:0": x, "flag:0": value})
     bound = replace_placeholders(original, {"flag": "true" if value else "false"}, "test")
     g = Graph(bound)
     folded = fold_constant_conds(g)
@@ -49,7 +41,7 @@ def test_constant_predicate_leaves_no_switch_or_merge(value: bool) -> None:
     assert folded >= 1
     assert not ops & {"Switch", "Merge"}
     assert "flag" not in g
-    np.testing.assert_allclose(_run(g.to_graph_def(sort=True), {"x:0": x}), expected, rtol=0, atol=0)
+    np.testing.assert_allclose(run_graph_def(g.to_graph_def(sort=True), {"x:0": x}), expected, rtol=0, atol=0)
 
 
 def test_nothing_to_fold_changes_nothing() -> None:

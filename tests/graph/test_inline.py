@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tests.builders import run_graph_def
 from tfshrink import _tf
 from tfshrink.graph.inline import fold_constant_ifs
 from tfshrink.graph.ir import Graph
@@ -31,20 +32,11 @@ def _if_graph():
     return graph_def
 
 
-def _run(graph_def, feeds):
-    tf = _tf.tf()
-    g = tf.Graph()
-    with g.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
-        with tf.compat.v1.Session(graph=g) as sess:
-            return sess.run("out:0", feeds)
-
-
 @pytest.mark.parametrize("value", [True, False])
 def test_bound_predicate_inlines_the_taken_branch(value: bool) -> None:
     original = _if_graph()
     x = np.random.default_rng(1).normal(size=(3, 4)).astype(np.float32)
-    expected = _run(original, {"x:0": x, "flag:0": value})
+    expected = run_graph_def(original, {"x:0": x, "flag:0": value})
     bound = replace_placeholders(original, {"flag": str(value).lower()}, "test")
     g = Graph(bound)
     assert fold_constant_ifs(g) >= 1
@@ -52,7 +44,7 @@ def test_bound_predicate_inlines_the_taken_branch(value: bool) -> None:
     assert not {n.op for n in frozen.node} & {"If", "StatelessIf", "Switch", "Merge"}
     assert "flag" not in {n.name for n in frozen.node}
     assert not frozen.library.function  # the branches were inlined; nothing calls them
-    np.testing.assert_allclose(_run(frozen, {"x:0": x}), expected, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(run_graph_def(frozen, {"x:0": x}), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_unbound_if_is_left_alone() -> None:
