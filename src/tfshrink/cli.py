@@ -33,6 +33,11 @@ Examples:
   tfshrink verify ckpt_dir/ model.pb
   tfshrink verify model.keras model.tflite --samples 10 --atol 1e-3
   tfshrink verify model.pb model_int8.tflite --inputs faces.npz --json""",
+    "transform": """\b
+Examples:
+  tfshrink transform model.pb -o small.pb --transforms 'remove_nodes(op=Identity) strip_unused_nodes sort_by_execution_order'
+  tfshrink transform --in_graph=model.pb --out_graph=small.pb --inputs=input --outputs=prob --transforms='remove_device'
+  tfshrink transform --list""",
     "demo": """\b
 Example:
   tfshrink demo --out tfshrink-demo""",
@@ -221,6 +226,48 @@ def _print_verify(v: Any) -> None:
     con.print(f"[bold]{v.a}[/] vs [bold]{v.b}[/] on {v.samples} input set(s), atol={v.atol:g} rtol={v.rtol:g}")
     con.print(table)
     con.print("[green]outputs match[/]" if v.passed else "[red]outputs differ beyond tolerance[/]")
+
+
+@cli.command(epilog=EPILOGS["transform"])
+@click.argument("source", required=False)
+@click.option("--in_graph", "in_graph", hidden=True, help="transform_graph's spelling of SOURCE.")
+@click.option("-o", "--output", "--out_graph", "output", help="The GraphDef to write.")
+@click.option("--inputs", help="Input nodes, comma-separated (default: detected).")
+@click.option("--outputs", help="Output nodes, comma-separated (default: detected).")
+@click.option("--transforms", "spec", help="graph_transforms spec: names, name(k=v, k=\"a,b\").")
+@click.option("--text", "--output_as_text", "text", is_flag=True, help="Write protobuf text.")
+@click.option("--list", "list_only", is_flag=True, help="List every transform and its parameters.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def transform(source: str | None, in_graph: str | None, output: str | None, inputs: str | None,
+              outputs: str | None, spec: str | None, text: bool, list_only: bool, as_json: bool) -> int:
+    """Rewrite a frozen GraphDef with graph_transforms' transforms, on pip TensorFlow."""
+    from tfshrink.errors import UserError
+    from tfshrink.transforms import REGISTRY
+    from tfshrink.transforms import transform as run_transform
+
+    if list_only:
+        for name in sorted(REGISTRY):
+            t = REGISTRY[name]
+            params = ", ".join(f"{k}{'...' if p.repeated else ''}" for k, p in t.params.items())
+            note = "" if t.runs_on_tf else " [refuses: TF 2.21 cannot run its output]"
+            click.echo(f"{name}({params})\n    {t.summary}{note}")
+        return 0
+    src = source or in_graph
+    if not src or not output or not spec:
+        raise UserError("transform needs a SOURCE (or --in_graph), -o/--out_graph and --transforms",
+                        "see `tfshrink transform --help`")
+    result = run_transform(src, output, spec, inputs=inputs, outputs=outputs, text=text)
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return 0
+    con = _console()
+    for warning in result.warnings:
+        con.print(f"[yellow]warning:[/] {warning}")
+    for name, changed in result.applied:
+        con.print(f"  {name}: {'changed' if changed else 'no change'}")
+    con.print(f"[bold]wrote[/] {result.output}: {result.nodes_before} -> {result.nodes_after} nodes, "
+              f"{result.bytes_before:,} -> {result.bytes_after:,} bytes")
+    return 0
 
 
 @cli.command(epilog=EPILOGS["demo"])

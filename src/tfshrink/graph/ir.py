@@ -222,6 +222,12 @@ class Graph:
         if len(keep) != len(self._inputs[name]):
             self.set_inputs(name, keep)
 
+    def reorder(self, names: list[str]) -> None:
+        """Put the nodes in the given order (a permutation of the current names)."""
+        if sorted(names) != sorted(self._nodes):
+            raise GraphError("reorder needs every node exactly once")
+        self._nodes = {n: self._nodes[n] for n in names}
+
     # ---- traversal -----------------------------------------------------------------------
     def ancestors(self, roots: Iterable[str], *, control: bool = True) -> set[str]:
         """`roots` and every node they depend on."""
