@@ -10,7 +10,7 @@ from tfshrink.errors import UserError
 from tfshrink.fileio import atomic_write, check_output, serialize_graph_def
 from tfshrink.graph.ir import Graph, GraphError
 from tfshrink.names import closest, split_names
-from tfshrink.transforms import basic, batchnorm, constants  # noqa: F401  (register the transforms)
+from tfshrink.transforms import basic, batchnorm, constants, quantize  # noqa: F401  (register the transforms)
 from tfshrink.transforms.registry import REGISTRY, Context, Transform, coerce
 from tfshrink.transforms.spec import TransformCall, parse_spec
 
