@@ -9,14 +9,13 @@ import numpy as np
 from tfshrink import _tf
 
 
-def save_training_checkpoint(directory: Path, *, control_flow_v2: bool = False) -> Path:
+def save_training_checkpoint(directory: Path) -> Path:
     """A TF1 training graph: input/keep_prob/is_training/labels placeholders, conv + batch norm under
     tf.cond with moving-average updates, dropout, softmax, loss, accuracy, Adam and global_step;
     trained for a few steps so the moving averages and slots hold real values."""
     tf = _tf.tf()
     v1 = tf.compat.v1
-    _tf.set_control_flow_v2(control_flow_v2)
-    try:
+    with _tf.control_flow_v1():
         graph = tf.Graph()
         with graph.as_default():
             v1.set_random_seed(1)
@@ -68,9 +67,22 @@ def save_training_checkpoint(directory: Path, *, control_flow_v2: bool = False) 
                     sess.run(train_op, {x: xb, labels: yb, keep_prob: 0.5, is_training: True})
                 directory.mkdir(parents=True, exist_ok=True)
                 prefix = saver.save(sess, str(directory / "model.ckpt"), global_step=global_step)
-    finally:
-        _tf.set_control_flow_v2(True)
     return Path(prefix)
+
+
+def v1_cond_graph(then_fn, else_fn):
+    """x[?,4] and flag[] -> out = tf.cond(flag, then_fn(x), else_fn(x)), as TF1 built it
+    (Switch/Merge). The branch functions take (tf, x)."""
+    tf = _tf.tf()
+    v1 = tf.compat.v1
+    with _tf.control_flow_v1():
+        graph = tf.Graph()
+        with graph.as_default():
+            x = v1.placeholder(tf.float32, [None, 4], name="x")
+            flag = v1.placeholder(tf.bool, [], name="flag")
+            y = v1.cond(flag, lambda: then_fn(tf, x), lambda: else_fn(tf, x), name="c")
+            tf.identity(y, name="out")
+    return graph.as_graph_def()
 
 
 def small_keras_model(path: Path) -> Path:

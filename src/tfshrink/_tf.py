@@ -8,10 +8,11 @@ so that a TensorFlow upgrade breaks this file and no other.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 _TF: Any = None
@@ -95,13 +96,15 @@ def convert_variables_to_constants_v2(concrete_function: Any) -> Any:
     return convert(concrete_function)
 
 
-def set_control_flow_v2(enabled: bool) -> None:
-    """Switch tf.cond/while_loop between v1 (Switch/Merge) and v2 (If/While) in graph mode."""
+@contextlib.contextmanager
+def control_flow_v1() -> Iterator[None]:
+    """Build tf.cond / while_loop as TF1 did (Switch/Merge, not If/While) inside this block."""
     v1 = tf().compat.v1
-    if enabled:
+    v1.disable_control_flow_v2()
+    try:
+        yield
+    finally:
         v1.enable_control_flow_v2()
-    else:
-        v1.disable_control_flow_v2()
 
 
 def op_def(op_type: str) -> Any | None:
@@ -143,18 +146,21 @@ def _import_output_specs_public(graph_def: Any, outputs: Sequence[tuple[str, int
             tf_module.graph_util.import_graph_def(graph_def, name="")
         except tf_module.errors.InvalidArgumentError as exc:
             raise ValueError(str(exc)) from None
+    return _output_specs({op.name: op for op in graph.get_operations()}, outputs)
+
+
+def _output_specs(ops: dict[str, Any], outputs: Sequence[tuple[str, int]]
+                  ) -> list[tuple[str, tuple[int | None, ...] | None] | None]:
+    """(dtype, shape) of each requested output of the imported `ops`; None where there is none."""
     specs: list[tuple[str, tuple[int | None, ...] | None] | None] = []
     for node, index in outputs:
-        try:
-            op = graph.get_operation_by_name(node)
-        except (KeyError, ValueError):
+        op = ops.get(node)
+        if op is None or not 0 <= index < len(op.outputs):
             specs.append(None)
             continue
-        if not 0 <= index < len(op.outputs):
-            specs.append(None)
-            continue
-        shape = op.outputs[index].shape
-        specs.append((op.outputs[index].dtype.name, None if shape.rank is None else tuple(shape.as_list())))
+        tensor = op.outputs[index]
+        shape = tensor.shape
+        specs.append((tensor.dtype.name, None if shape.rank is None else tuple(shape.as_list())))
     return specs
 
 
@@ -185,16 +191,7 @@ def _import_output_specs_fast(graph_def: Any, outputs: Sequence[tuple[str, int]]
     c_ops = c_api.TF_ImportGraphDefResultsReturnOperations(results.results)
     ops = {name: graph._create_op_from_tf_operation(c_op, compute_device=False)
            for name, c_op in zip(returned, c_ops, strict=True)}
-    specs: list[tuple[str, tuple[int | None, ...] | None] | None] = []
-    for node, index in outputs:
-        op = ops.get(node)
-        if op is None or not 0 <= index < len(op.outputs):
-            specs.append(None)
-            continue
-        tensor = op.outputs[index]
-        shape = tensor.shape
-        specs.append((tensor.dtype.name, None if shape.rank is None else tuple(shape.as_list())))
-    return specs
+    return _output_specs(ops, outputs)
 
 
 def function_to_graph_def(function_def: Any, library: Any) -> tuple[Any, dict[str, str]]:

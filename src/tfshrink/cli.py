@@ -282,7 +282,7 @@ def demo(out_dir: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
-    from tfshrink.errors import TfshrinkError
+    from tfshrink.errors import TfshrinkError, first_line
 
     try:
         code = cli.main(args=args, prog_name="tfshrink", standalone_mode=False)
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:  # an unexpected failure: one line unless --debug
         if debug:
             traceback.print_exc()
-        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        first = first_line(exc)
         rerun = "" if debug else " (rerun with --debug for a traceback)"
         click.echo(f"error: unexpected {type(exc).__name__}: {first}{rerun}", err=True)
         code = 1

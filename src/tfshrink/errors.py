@@ -27,3 +27,9 @@ class CheckFailed(TfshrinkError):
     """A numerical check failed (outputs differ beyond tolerance). Exit 1."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (TF's `message` when it has one), or its type."""
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

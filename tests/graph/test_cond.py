@@ -5,27 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.builders import run_graph_def
-from tfshrink import _tf
+from tests.builders import run_graph_def, v1_cond_graph
 from tfshrink.graph.cond import fold_constant_conds
 from tfshrink.graph.ir import Graph
 from tfshrink.model.freezing import replace_placeholders
 
 
 def _cond_graph():
-    tf = _tf.tf()
-    v1 = tf.compat.v1
-    _tf.set_control_flow_v2(False)
-    try:
-        g = tf.Graph()
-        with g.as_default():
-            x = v1.placeholder(tf.float32, [None, 4], name="x")
-            flag = v1.placeholder(tf.bool, [], name="flag")
-            y = v1.cond(flag, lambda: x * 2.0 + 1.0, lambda: tf.nn.relu(x) - 3.0, name="c")
-            tf.identity(y, name="out")
-    finally:
-        _tf.set_control_flow_v2(True)
-    return g.as_graph_def()
+    return v1_cond_graph(lambda tf, x: x * 2.0 + 1.0, lambda tf, x: tf.nn.relu(x) - 3.0)
 
 
 @pytest.mark.parametrize("value", [True, False])

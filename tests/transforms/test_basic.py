@@ -9,8 +9,7 @@ import pytest
 
 import tfshrink
 import tfshrink.transforms
-from tests.builders import run_graph_def
-from tfshrink import _tf
+from tests.builders import run_graph_def, v1_cond_graph
 from tfshrink.cli import main
 from tfshrink.errors import UserError
 from tfshrink.graph.ir import Graph
@@ -18,19 +17,7 @@ from tfshrink.transforms import apply_transforms
 
 
 def _cond_graph():
-    tf = _tf.tf()
-    v1 = tf.compat.v1
-    _tf.set_control_flow_v2(False)
-    try:
-        g = tf.Graph()
-        with g.as_default():
-            x = v1.placeholder(tf.float32, [None, 4], name="x")
-            flag = v1.placeholder(tf.bool, [], name="flag")
-            y = v1.cond(flag, lambda: tf.identity(x * 2.0), lambda: tf.identity(tf.nn.relu(x)))
-            tf.identity(tf.identity(y), name="out")
-    finally:
-        _tf.set_control_flow_v2(True)
-    return g.as_graph_def()
+    return v1_cond_graph(lambda tf, x: tf.identity(x * 2.0), lambda tf, x: tf.identity(tf.nn.relu(x)))
 
 
 def test_remove_identity_keeps_cond_structure_and_numbers() -> None:

@@ -174,8 +174,8 @@ def detect_io(graph: Graph) -> Detection:
         if not reads_input:
             continue  # computed from constants and variables only (a leftover, not an output)
         strong = bool(anc & weight_users) or not weight_users
-        ranked.append(Candidate(c, graph.node(c).op, strong, len(anc)))
-    ranked = [Candidate(t, c.op, c.strong, c.size) for c in ranked for t in output_tensors(graph, c.name)]
+        op = graph.node(c).op
+        ranked.extend(Candidate(t, op, strong, len(anc)) for t in output_tensors(graph, c))
     ranked.sort(key=lambda c: (not c.strong, -c.size, c.name))
     strong = [c for c in ranked if c.strong]
     ambiguous = not strong or len(strong) != len(ranked)

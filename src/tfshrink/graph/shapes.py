@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tfshrink import _tf
+from tfshrink.errors import UserError
 from tfshrink.graph.ir import Graph, parse_tensor
 
 SMALL_CONST_ELEMENTS = 64
@@ -61,8 +62,8 @@ def tensor_specs(graph: Graph, tensors: Sequence[str]) -> dict[str, tuple[str, t
         return {t: ("unknown", None) for t in tensors}
     out: dict[str, tuple[str, tuple[int | None, ...] | None]] = {}
     for t, (op_name, index), spec in zip(tensors, refs, found, strict=True):
-        if spec is None:  # as tf.Graph.get_tensor_by_name(f"{op_name}:{index}") would
-            error = ValueError if ":" in op_name else KeyError
-            raise error(f"The name '{op_name}:{index}' refers to a Tensor which does not exist.")
+        if spec is None:
+            raise UserError(f"no tensor {t!r}: node {op_name!r} has no output {index}",
+                            f"use {op_name} for its first output")
         out[t] = spec
     return out

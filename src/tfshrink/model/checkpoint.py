@@ -8,12 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from tfshrink import _tf
-from tfshrink.errors import UserError
+from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io, is_mutator
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
-from tfshrink.model.freezing import finish_frozen, replace_placeholders
+from tfshrink.model.freezing import finish_frozen, placeholder_names, replace_placeholders
 from tfshrink.model.session import SessionModel, placeholder_spec
 from tfshrink.names import resolve_tensors
 
@@ -110,7 +110,7 @@ class CheckpointModel(SessionModel):
             try:
                 saver = tf.compat.v1.train.import_meta_graph(meta_graph, clear_devices=True)
             except (ValueError, KeyError, tf.errors.OpError) as exc:
-                first = str(exc).strip().splitlines()[0]
+                first = first_line(exc)
                 raise UserError(f"{self.path}.meta: TensorFlow cannot load this graph: {first}",
                                 "it may use ops this TensorFlow lacks") from None
             sess = tf.compat.v1.Session(graph=graph)
@@ -121,7 +121,7 @@ class CheckpointModel(SessionModel):
                 saver.restore(sess, str(self.path))
             except (tf.errors.OpError, ValueError) as exc:
                 sess.close()
-                first = str(getattr(exc, "message", exc)).strip().splitlines()[0]
+                first = first_line(exc)
                 raise UserError(f"{self.path}: cannot restore the checkpoint: {first}",
                                 "the .data/.index files are truncated or do not match the .meta") from None
         return graph, sess
@@ -143,7 +143,7 @@ class CheckpointModel(SessionModel):
         finally:
             sess.close()
         frozen = finish_frozen(frozen, names)
-        inputs = [n.name for n in frozen.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
+        inputs = placeholder_names(frozen)
         updates = sorted(n.name for n in frozen.node if is_mutator(n.op))
         if updates:
             flags = [n for n in inputs if self.ir.node(n).attr["dtype"].type == 10]  # DT_BOOL

@@ -75,6 +75,11 @@ def replace_placeholders(graph_def: Any, binds: Mapping[str, Any], where: str) -
     return out
 
 
+def placeholder_names(graph_def: Any) -> list[str]:
+    """The inputs a frozen graph still takes."""
+    return [n.name for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
+
+
 def finish_frozen(graph_def: Any, outputs: list[str]) -> Any:
     """Fold constant tf.conds (v1 and v2), keep only what `outputs` need, clear devices, sort."""
     graph = Graph(graph_def)

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from tfshrink import _tf
-from tfshrink.errors import UserError
+from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io
 from tfshrink.graph.ir import Graph, GraphError, parse_tensor, producer
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
-from tfshrink.model.freezing import finish_frozen, replace_placeholders
+from tfshrink.model.freezing import finish_frozen, placeholder_names, replace_placeholders
 from tfshrink.model.session import SessionModel, placeholder_spec
 from tfshrink.names import resolve_tensors
 
@@ -72,7 +72,7 @@ class GraphDefModel(SessionModel):
             try:
                 tf.graph_util.import_graph_def(self.graph_def, name="")
             except (ValueError, tf.errors.OpError) as exc:
-                first = str(exc).strip().splitlines()[0]
+                first = first_line(exc)
                 raise UserError(f"{self.path}: TensorFlow cannot load this graph: {first}",
                                 "it may use ops this TensorFlow lacks") from None
         return graph, tf.compat.v1.Session(graph=graph)
@@ -83,8 +83,4 @@ class GraphDefModel(SessionModel):
             [o.name for o in self.outputs]
         graph_def = replace_placeholders(self.graph_def, binds or {}, str(self.path))
         frozen = finish_frozen(graph_def, names)
-        return FrozenGraph(frozen, _placeholders(frozen), names, detected=not outputs)
-
-
-def _placeholders(graph_def: Any) -> list[str]:
-    return [n.name for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
+        return FrozenGraph(frozen, placeholder_names(frozen), names, detected=not outputs)

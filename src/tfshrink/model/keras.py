@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.errors import UserError
+from tfshrink.errors import UserError, first_line
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 from tfshrink.model.freezing import freeze_function, select_outputs
 from tfshrink.names import split_names
@@ -29,7 +29,7 @@ class KerasModel(Model):
         try:
             self.keras_model = tf.keras.models.load_model(str(path), compile=False)
         except Exception as exc:  # Keras raises ValueError, OSError, zipfile errors, ...
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UserError(f"{path}: cannot load the Keras model: {first[:200]}",
                             "the file is truncated or corrupt, or needs custom objects") from None
         model = self.keras_model

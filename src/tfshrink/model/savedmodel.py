@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.errors import UserError
+from tfshrink.errors import UserError, first_line
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 from tfshrink.model.freezing import freeze_function, select_outputs
 from tfshrink.names import split_names, unknown_name_error
@@ -29,7 +29,7 @@ class SavedModelModel(Model):
         try:
             self.loaded = tf.saved_model.load(str(path))
         except Exception as exc:  # TF raises many types for a broken SavedModel
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UserError(f"{path}: cannot load the SavedModel: {first}",
                             "the folder is incomplete or corrupt; re-export it") from None
         signatures = dict(self.loaded.signatures)

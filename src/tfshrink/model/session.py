@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.errors import UserError
+from tfshrink.errors import UserError, first_line
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.graph.shapes import attr_shape, dtype_name
 from tfshrink.model.base import Model, TensorSpec
@@ -56,7 +56,7 @@ class SessionModel(Model):
         try:
             values = sess.run(fetches, feed_dict)
         except tf.errors.InvalidArgumentError as exc:
-            first = str(exc.message).strip().splitlines()[0]
+            first = first_line(exc)
             raise UserError(f"{self.path}: running the model failed: {first}",
                             "check input shapes and that every placeholder is fed "
                             "(--bind NAME=VALUE for flags like is_training)") from None

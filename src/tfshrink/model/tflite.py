@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.errors import UserError
+from tfshrink.errors import UserError, first_line
 from tfshrink.model.base import Model, TensorSpec
 
 QUANTIZED_DTYPES = {np.dtype("int8"), np.dtype("uint8"), np.dtype("int16")}
@@ -70,7 +70,7 @@ class TFLiteModel(Model):
             self.interpreter = _interpreter_class()(model_content=self.model_bytes, num_threads=num_threads)
             self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             raise UserError(f"{path}: the LiteRT interpreter cannot load this model: {first}",
                             "the file is truncated or corrupt, or uses custom ops this runtime lacks") from None
         self._in = self.interpreter.get_input_details()
@@ -118,7 +118,7 @@ class TFLiteModel(Model):
                 interp.set_tensor(detail["index"], value)
             interp.invoke()
         except (ValueError, RuntimeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = first_line(exc)
             shapes = ", ".join(f"{s.name}{list(v.shape)}" for s, v in zip(self.inputs, arrays, strict=True))
             raise UserError(f"{self.path}: running the model failed on inputs {shapes}: {first}",
                             f"the model expects {', '.join(s.name + s.shape_text() for s in self.inputs)}") from None

@@ -34,8 +34,8 @@ def _foldable(graph: Graph) -> set[str]:
         if node.op in UNFOLDABLE or node.op.startswith(("Random", "Stateful", "Stateless")):
             continue
         srcs = [parse_tensor(r)[0] for r in node.input]
-        if srcs and all(s in const for s in srcs) and _tf.op_def(node.op) is not None \
-                and not _tf.op_def(node.op).is_stateful:
+        op_def = _tf.op_def(node.op)
+        if srcs and all(s in const for s in srcs) and op_def is not None and not op_def.is_stateful:
             const.add(name)
     return const
 
@@ -103,7 +103,7 @@ def merge_duplicate_nodes(graph: Graph, params: dict, ctx: Context) -> bool:
         merged = False
         for name in graph.topological_order():
             node = graph.node(name)
-            if node.op in UNFOLDABLE and node.op != "NoOp" or node.op in CONTROL_FLOW_OPS:
+            if node.op in UNFOLDABLE and node.op != "NoOp":  # NoOps with equal inputs are interchangeable
                 continue
             op_def = _tf.op_def(node.op)
             if op_def is not None and op_def.is_stateful:

@@ -102,7 +102,7 @@ def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *
     out_pairs = pair_by_name_or_order(a.outputs, b.outputs, "output", where)
     got_a: dict[str, list[np.ndarray]] = {s.name: [] for s, _ in out_pairs}
     got_b: dict[str, list[np.ndarray]] = {s.name: [] for _, s in out_pairs}
-    for feeds in feed_list:
+    for done, feeds in enumerate(feed_list, start=1):
         ra = a.run({**feeds, **(extra_a or {})})
         rb = b.run({**{sb.name: feeds[sa.name] for sa, sb in in_pairs}, **(extra_b or {})})
         for sa, sb in out_pairs:
@@ -115,7 +115,7 @@ def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *
             got_a[sa.name].append(va)
             got_b[sb.name].append(vb)
         if progress is not None:
-            progress(len(next(iter(got_a.values()), [])), len(feed_list))
+            progress(done, len(feed_list))
     comparisons = []
     for sa, sb in out_pairs:
         xa = np.concatenate([v.reshape(1, *v.shape) if v.ndim == 0 else v for v in got_a[sa.name]])
