@@ -301,11 +301,14 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             if custom:
                 notes.append(f"custom op(s) {', '.join(custom)} take float inputs (TFLite's quantizer leaves custom "
                              "ops in float; LiteRT's kernel dequantizes into them)")
-            if chose_float and inner.get("CONV_2D"):  # the first conv the int8 default kept: a note, not a warning
-                inner["CONV_2D"] -= 1
-                inner = {op: n for op, n in inner.items() if n}
-                notes.append("1 op stayed float as the int8 default chose (see its note): CONV_2D x1; it runs on "
-                             "float kernels (a QUANTIZE after it turns its output to int8)")
+            if chose_float:  # what the int8 default left in float: a note, not a warning
+                wanted = {"CONV_2D": int(bool(defaults.get("first_conv", {}).get("kept_float"))),
+                          "SOFTMAX": len(defaults.get("output_softmax", {}).get("tensors", []))}
+                chosen = {op: min(n, inner.get(op, 0)) for op, n in wanted.items() if min(n, inner.get(op, 0))}
+                inner = {op: n - chosen.get(op, 0) for op, n in inner.items() if n - chosen.get(op, 0)}
+                if chosen:
+                    notes.append(f"{sum(chosen.values())} op(s) stayed float as the int8 default chose (see its "
+                                 f"notes): {', '.join(f'{op} x{n}' for op, n in chosen.items())}")
             if inner:
                 kept = " (as --keep-float asked)" if keep and not chose_float else ""
                 ops = ", ".join(f"{op} x{n}" for op, n in inner.items())
@@ -435,22 +438,26 @@ def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] 
 def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
                   calib: Calibration, converted: Converted, where: str, notes: list[str], defaults: dict[str, Any],
                   progress: Progress | None) -> tuple[Converted, bool]:
-    """int8 with no --keep-float: the all-int8 model, or the one with its small first conv in float
-    where that measured more than 5% faster here (tfshrink.conversion.speed). Returns (the
-    converted model, whether a conv was kept in float)."""
+    """int8 with no --keep-float: the output softmax in float, and the small first conv too where
+    that measured more than 5% faster here (tfshrink.conversion.speed). Returns (the converted
+    model, whether anything was left in float)."""
     from tfshrink.conversion.speed import fastest_int8
 
     choice = fastest_int8(graph_def, specs, outputs, options, calib.samples, converted.data, where,
-                          progress=_phase(progress, "calibrating the first-conv-in-float variant"))
+                          progress=_phase(progress, "calibrating the int8 default's variants"))
     if choice is None:
         return converted, False
-    notes.append(choice.note)
-    defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": choice.kept,
-                              "int8_p50_ms": choice.int8_ms, "first_conv_float_p50_ms": choice.kept_ms}
-    if not choice.kept:
+    notes.extend(choice.notes)
+    if choice.softmax:
+        defaults["output_softmax"] = {"tensors": list(choice.softmax), "kept_float": True}
+    if choice.conv is not None:
+        defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": choice.kept,
+                                  "int8_p50_ms": choice.int8_ms, "first_conv_float_p50_ms": choice.kept_ms}
+    if not choice.kept_float:
         return converted, False
-    defaults["keep_float"] = "first conv (measured faster)"
-    return Converted(choice.data, notes=converted.notes, kept_float={"default": [choice.conv.tensor]}), True
+    defaults["keep_float"] = " and ".join([*(["output softmax"] if choice.softmax else []),
+                                           *(["first conv (measured faster)"] if choice.kept else [])])
+    return Converted(choice.data, notes=converted.notes, kept_float={"default": choice.kept_float}), True
 
 
 def _no_calibration(mode: str) -> None:
