@@ -87,9 +87,10 @@ RMSE/scale; 0.289 is rounding alone), then keep the worst layers in float one at
 a time until --min-cosine (default 0.999) / --max-top1-drop holds; the output
 says what was kept and what it cost in size and latency. --report DIR writes the
 per-layer errors as layer_errors.csv/.png/.svg.
-int8 default: a first conv on an image input (<= 4 channels, < 1024 weights) is
-timed in float against all-int8 in LiteRT here and kept in float only if more
-than 5% faster (a note gives both latencies); --keep-float none: strict full int8.
+int8 default: an output softmax stays float (XNNPACK has no int8 SOFTMAX); a first
+conv on an image input (<= 4 channels, < 1024 weights) is timed in float against
+int8 in LiteRT here and kept in float only if more than 5% faster (a note gives
+both latencies); --keep-float none: strict full int8.
 A quantization-aware trained graph (FakeQuant nodes, e.g. a frozen create_eval_graph
 checkpoint) converts to int8 with its trained ranges and needs no --calibration.""",
     "compare": """\b
@@ -607,8 +608,8 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
 @click.option("--keep-float", "keep_float", multiple=True, metavar="NODE|OP|auto|none",
               help="With --quantize int8: leave this TFLite op (CONV_2D) or TF node/scope in float (repeatable); "
                    "auto: keep the worst layers, one at a time, until --min-cosine/--max-top1-drop holds; "
-                   "none: strict full int8, no float op (by default a small first conv stays float where that "
-                   "measures faster).")
+                   "none: strict full int8, no float op (by default an output softmax stays float, and a small "
+                   "first conv too where that measures faster).")
 @click.option("--min-cosine", type=float, help="--keep-float auto's target: every output's cosine to the source "
               "(default 0.999).")
 @click.option("--max-top1-drop", type=float, metavar="POINTS",
