@@ -151,6 +151,17 @@ def test_keep_float_none_is_alone(digits: builders.Digits, tmp_path: Path) -> No
                          keep_float=["none", "fc"])
 
 
+def test_int8_default_with_int8_outputs_keeps_the_softmax_int8(digits: builders.Digits, tmp_path: Path) -> None:
+    """Integer outputs asked for: the output softmax is not left in float (it would need a QUANTIZE
+    after it); the model's output is the int8 softmax."""
+    out = tmp_path / "digits_io8.tflite"
+    r = tfshrink.convert(digits.keras, out, quantize="int8", calibration=digits.calibration_npz,
+                         input_type="int8", output_type="int8", verify=False)
+    assert "output_softmax" not in r.defaults and "SOFTMAX" not in r.precision.float_ops
+    assert not any("output softmax" in n for n in r.notes)
+    assert r.outputs[0].dtype == "int8"
+
+
 def test_calibration_folder_with_preprocess_stored_and_read_back(digits: builders.Digits, tmp_path: Path) -> None:
     """uint8 input calibrated on PNGs: the stored spec says raw pixels map straight onto the input."""
     out = tmp_path / "digits_u8.tflite"
