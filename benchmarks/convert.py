@@ -134,26 +134,24 @@ def convert_all(out_dir: Path, model: str, pb: Path, calibration: str | None, re
 def bias_scale_bytes(path: Path) -> int:
     """Bytes of the per-channel scales of int32 biases (CONV_2D, DEPTHWISE_CONV_2D,
     FULLY_CONNECTED), which integer kernels need and a dynamic-range model does not have."""
-    from ai_edge_litert import schema_py_generated as schema
+    from tfshrink.model.flatbuffer import opcode_names, schema
 
-    data = path.read_bytes()
-    model = schema.Model.GetRootAs(data, 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
+    fb = schema()
+    model = fb.Model.GetRootAs(path.read_bytes(), 0)
+    codes = opcode_names(model)
     sub = model.Subgraphs(0)
     seen: set[int] = set()
     total = 0
     for i in range(sub.OperatorsLength()):
         op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode())) not in (
-                "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or op.InputsLength() < 3:
+        if codes[op.OpcodeIndex()] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") or op.InputsLength() < 3:
             continue
         bias = op.Inputs(2)
         if bias < 0 or bias in seen:
             continue
         seen.add(bias)
         q = sub.Tensors(bias).Quantization()
-        if q is not None and sub.Tensors(bias).Type() == schema.TensorType.INT32:
+        if q is not None and sub.Tensors(bias).Type() == fb.TensorType.INT32:
             total += 4 * q.ScaleLength()
     return total
 

@@ -52,8 +52,9 @@ def _face_probability(model: tfshrink.Model, crops: np.ndarray) -> np.ndarray:
 def test_no_float_ops_left(onet_int8: Onet) -> None:
     """Every op computes in int8: float only at the model's own edges (float32 I/O, tfshrink's
     default), where one QUANTIZE takes the input and a DEQUANTIZE gives each output."""
-    from ai_edge_litert import schema_py_generated as schema
+    from tfshrink.model.flatbuffer import opcode_names, schema
 
+    fb = schema()
     r = onet_int8.result
     assert r.calibration is not None and r.calibration.kind == "images" and len(r.calibration.samples) == 100
     assert r.precision is not None and r.precision.float_ops == {} and r.precision.inner_conversions == 0
@@ -61,15 +62,14 @@ def test_no_float_ops_left(onet_int8: Onet) -> None:
     assert r.ops["PRELU"] == 5 and r.ops["SOFTMAX"] == 1 and "NEG" not in r.ops
     assert not r.warnings, r.warnings
     data = onet_int8.path.read_bytes()
-    model = schema.Model.GetRootAs(data, 0)
+    model = fb.Model.GetRootAs(data, 0)
     sub = model.Subgraphs(0)
-    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    codes = opcode_names(model)
     edges = {int(sub.Inputs(i)) for i in range(sub.InputsLength())} | \
         {int(sub.Outputs(i)) for i in range(sub.OutputsLength())}
     for i in range(sub.OperatorsLength()):
         op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        name = codes[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+        name = codes[op.OpcodeIndex()]
         tensors = [int(op.Inputs(k)) for k in range(op.InputsLength()) if op.Inputs(k) >= 0] + \
             [int(op.Outputs(k)) for k in range(op.OutputsLength())]
         for t in tensors:
@@ -77,7 +77,7 @@ def test_no_float_ops_left(onet_int8: Onet) -> None:
             if t in edges:
                 assert name in ("QUANTIZE", "DEQUANTIZE"), (name, tensor.Name())
                 continue
-            assert tensor.Type() in (schema.TensorType.INT8, schema.TensorType.INT32), (name, tensor.Name())
+            assert tensor.Type() in (fb.TensorType.INT8, fb.TensorType.INT32), (name, tensor.Name())
 
 
 def test_face_probabilities_match_float_on_held_out_real_crops(onet_int8: Onet, onet_ckpt: Path) -> None:

@@ -75,11 +75,10 @@ def accuracy(predict: Any, x: np.ndarray, y: np.ndarray) -> float:
 def op_types(data: bytes) -> list[tuple[str, list[str], list[str], bool, bool]]:
     """(op, types of its non-constant inputs, output types, reads a model input, writes a model
     output) for every operator of the main subgraph, read from the flatbuffer."""
-    from ai_edge_litert import schema_py_generated as schema
+    from tfshrink.model.flatbuffer import opcode_names, schema, type_names
 
-    model = schema.Model.GetRootAs(data, 0)
-    ops = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-    types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
+    model = schema().Model.GetRootAs(data, 0)
+    codes, types = opcode_names(model), type_names()
     sub = model.Subgraphs(0)
     inputs = {int(sub.Inputs(i)) for i in range(sub.InputsLength())}
     outputs = {int(sub.Outputs(i)) for i in range(sub.OutputsLength())}
@@ -91,8 +90,7 @@ def op_types(data: bytes) -> list[tuple[str, list[str], list[str], bool, bool]]:
     rows = []
     for i in range(sub.OperatorsLength()):
         op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        name = ops[max(code.BuiltinCode(), code.DeprecatedBuiltinCode())]
+        name = codes[op.OpcodeIndex()]
         ins = [int(op.Inputs(k)) for k in range(op.InputsLength()) if op.Inputs(k) >= 0]
         outs = [int(op.Outputs(k)) for k in range(op.OutputsLength())]
         rows.append((name, [types[sub.Tensors(t).Type()] for t in ins if not const(t)],

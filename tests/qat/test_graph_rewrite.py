@@ -127,14 +127,14 @@ def test_depthwise_residual_add_and_concat_convert_to_int8(trained: Path, tmp_pa
     assert any("output logits is read after its fake-quant logits/act_quant/FakeQuant" in n for n in result.notes)
     assert result.verification is not None and result.verification.outputs[0].cosine > 0.99
     # the depthwise weights carry one scale per output channel
-    from ai_edge_litert import schema_py_generated as schema
+    from tfshrink.model.flatbuffer import opcode_names, schema
 
-    model = schema.Model.GetRootAs((tmp_path / "block.tflite").read_bytes(), 0)
+    model = schema().Model.GetRootAs((tmp_path / "block.tflite").read_bytes(), 0)
     sub = model.Subgraphs(0)
+    codes = opcode_names(model)
     for i in range(sub.OperatorsLength()):
         op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == schema.BuiltinOperator.DEPTHWISE_CONV_2D:
+        if codes[op.OpcodeIndex()] == "DEPTHWISE_CONV_2D":
             q = sub.Tensors(op.Inputs(1)).Quantization()
             assert q.ScaleLength() == 8 and q.QuantizedDimension() == 3
 

@@ -125,24 +125,16 @@ def graph_flops(graph_def: Any, outputs: Sequence[str], shapes: Mapping[str, Seq
     return result
 
 
-def _enum_names(cls: Any) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def tflite_flops(model_bytes: bytes, runtime_shapes: Mapping[int, Sequence[int]] | None = None) -> FlopCount:
     """Count the multiply-adds of CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED in subgraph 0.
 
     Shapes are the flatbuffer's, except for tensor indexes in `runtime_shapes` (the shapes an
     interpreter computed after its inputs were resized).
     """
-    from ai_edge_litert import schema_py_generated as schema
+    from tfshrink.model.flatbuffer import opcode_names, schema
 
-    model = schema.Model.GetRootAs(model_bytes, 0)
-    op_names = _enum_names(schema.BuiltinOperator)
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(op_names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?"))
+    model = schema().Model.GetRootAs(model_bytes, 0)
+    codes = opcode_names(model)
     result = FlopCount()
     if not model.SubgraphsLength():
         return result

@@ -29,7 +29,6 @@ from tfshrink.conversion.converter import (
     MODES,
     Converted,
     ConvertOptions,
-    builtin_ops,
     convert_graph,
     prepare_graph,
 )
@@ -39,6 +38,7 @@ from tfshrink.conversion.preprocess import METADATA_NAME, Preprocess, parse_prep
 from tfshrink.errors import UserError, first_line
 from tfshrink.fileio import atomic_write, check_output
 from tfshrink.model import Model, TensorSpec, load
+from tfshrink.model.flatbuffer import builtin_ops
 from tfshrink.names import resolve_tensors, split_names
 from tfshrink.verification import VerifyResult, compare
 
@@ -594,16 +594,15 @@ def _quantized_input(spec: Preprocess | None, data: bytes) -> Preprocess | None:
     """Add the quantized input's scale and zero point (and the raw pixel map) to the spec."""
     if spec is None:
         return None
-    from ai_edge_litert import schema_py_generated as schema
+    from tfshrink.model.flatbuffer import schema, type_names
 
-    model = schema.Model.GetRootAs(data, 0)
+    model = schema().Model.GetRootAs(data, 0)
     sub = model.Subgraphs(0)
-    names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
     for i in range(sub.InputsLength()):
         tensor = sub.Tensors(sub.Inputs(i))
         if (tensor.Name() or b"").decode().split(":")[0] != (spec.input or "").split(":")[0]:
             continue
-        dtype = names.get(tensor.Type(), "")
+        dtype = type_names().get(tensor.Type(), "").lower()
         q = tensor.Quantization()
         if dtype in ("int8", "uint8", "int16") and q is not None and q.ScaleLength():
             return spec.with_quantization(dtype, float(q.Scale(0)), int(q.ZeroPoint(0)))

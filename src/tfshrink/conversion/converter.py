@@ -21,6 +21,7 @@ from tfshrink.conversion.calibration import InputSpec
 from tfshrink.conversion.metadata import tensor_names
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.ir import parse_tensor
+from tfshrink.model.flatbuffer import builtin_ops
 from tfshrink.names import closest, feed_key
 
 MODES = ("none", "float16", "dynamic", "int8", "int16x8")
@@ -43,12 +44,6 @@ class Converted:
     data: bytes
     notes: list[str] = field(default_factory=list)
     kept_float: dict[str, list[str]] = field(default_factory=dict)  # --keep-float item -> what it matched
-
-
-def builtin_ops() -> set[str]:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return {k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
 
 
 def _tf_dtype(name: str) -> Any:

@@ -9,20 +9,15 @@ from typing import Any
 
 import numpy as np
 
+from tfshrink.model.flatbuffer import opcode_names, schema, type_names
+
 SIGNATURE_KEY = "serving_default"
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
 
-def _schema() -> Any:
-    from ai_edge_litert import schema_py_generated as schema
-
-    return schema
-
-
 def read_metadata(data: bytes) -> dict[str, bytes]:
     """Metadata entry name -> raw bytes of its buffer."""
-    schema = _schema()
-    model = schema.Model.GetRootAs(data, 0)
+    model = schema().Model.GetRootAs(data, 0)
     out = {}
     for i in range(model.MetadataLength()):
         md = model.Metadata(i)
@@ -37,17 +32,17 @@ def rewrite(data: bytes, entries: Mapping[str, bytes] | None = None,
     and, when the model has none, a `serving_default` signature whose keys are `signature`'s
     (input names, output names) in the subgraph's input and output order. Same input, same bytes."""
 
-    schema = _schema()
-    model = schema.ModelT.InitFromObj(schema.Model.GetRootAs(data, 0))
+    fb = schema()
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
     for name, payload in (entries or {}).items():
-        buffer = schema.BufferT()
+        buffer = fb.BufferT()
         buffer.data = np.frombuffer(payload, dtype=np.uint8)
         existing = [m for m in (model.metadata or []) if _text(m.name) == name]
         if existing:
             model.buffers[existing[0].buffer] = buffer
             continue
         model.buffers.append(buffer)
-        entry = schema.MetadataT()
+        entry = fb.MetadataT()
         entry.name = name
         entry.buffer = len(model.buffers) - 1
         model.metadata = [*(model.metadata or []), entry]
@@ -55,11 +50,11 @@ def rewrite(data: bytes, entries: Mapping[str, bytes] | None = None,
         sub = model.subgraphs[0]
         names_in, names_out = signature
         if len(names_in) == len(sub.inputs) and len(names_out) == len(sub.outputs):
-            sig = schema.SignatureDefT()
+            sig = fb.SignatureDefT()
             sig.signatureKey = SIGNATURE_KEY
             sig.subgraphIndex = 0
-            sig.inputs = [_tensor_map(schema, n, int(i)) for n, i in zip(names_in, sub.inputs, strict=True)]
-            sig.outputs = [_tensor_map(schema, n, int(i)) for n, i in zip(names_out, sub.outputs, strict=True)]
+            sig.inputs = [_tensor_map(fb, n, int(i)) for n, i in zip(names_in, sub.inputs, strict=True)]
+            sig.outputs = [_tensor_map(fb, n, int(i)) for n, i in zip(names_out, sub.outputs, strict=True)]
             model.signatureDefs = [sig]
     builder = _sharing_builder(max(1024, len(data) + 4096))
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
@@ -96,8 +91,8 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
-def _tensor_map(schema: Any, name: str, index: int) -> Any:
-    tm = schema.TensorMapT()
+def _tensor_map(fb: Any, name: str, index: int) -> Any:
+    tm = fb.TensorMapT()
     tm.name = name
     tm.tensorIndex = index
     return tm
@@ -123,16 +118,9 @@ def precision(data: bytes) -> Precision:
     """Classify every op of the main subgraph: float compute, conversions at the model's edges,
     conversions around float ops, dequantized weights. An op computes in float when a non-constant
     input or an output is a float tensor (QUANTIZE and DEQUANTIZE are conversions, not compute)."""
-    schema = _schema()
-    model = schema.Model.GetRootAs(data, 0)
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = op_names.get(code, str(code))
-        codes.append((oc.CustomCode() or b"?").decode() if name == "CUSTOM" else name)
+    model = schema().Model.GetRootAs(data, 0)
+    types = type_names()
+    codes = opcode_names(model)
     out = Precision()
     if not model.SubgraphsLength():
         return out
@@ -146,7 +134,7 @@ def precision(data: bytes) -> Precision:
         return 0 < buf < model.BuffersLength() and model.Buffers(buf).DataLength() > 0
 
     def is_float(t: int) -> bool:
-        return type_names.get(sub.Tensors(t).Type(), "") in _FLOAT_TYPES
+        return types.get(sub.Tensors(t).Type(), "") in _FLOAT_TYPES
 
     for i in range(sub.OperatorsLength()):
         op = sub.Operators(i)
@@ -171,9 +159,8 @@ def precision(data: bytes) -> Precision:
 
 def activation_types(data: bytes) -> dict[str, int]:
     """How many non-constant tensors of the main subgraph each type has ({"INT8": 40, "FLOAT32": 2})."""
-    schema = _schema()
-    model = schema.Model.GetRootAs(data, 0)
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
+    model = schema().Model.GetRootAs(data, 0)
+    types = type_names()
     out: dict[str, int] = {}
     if not model.SubgraphsLength():
         return out
@@ -183,7 +170,7 @@ def activation_types(data: bytes) -> dict[str, int]:
         buf = tensor.Buffer()
         if 0 < buf < model.BuffersLength() and model.Buffers(buf).DataLength() > 0:
             continue
-        name = type_names.get(tensor.Type(), str(tensor.Type()))
+        name = types.get(tensor.Type(), str(tensor.Type()))
         out[name] = out.get(name, 0) + 1
     return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
@@ -199,13 +186,8 @@ def quantization_summary(data: bytes) -> dict[str, Any] | None:
 
 def tensor_names(data: bytes) -> list[tuple[str, str]]:
     """(op name, output tensor name) of every op of the main subgraph, in order."""
-    schema = _schema()
-    model = schema.Model.GetRootAs(data, 0)
-    op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_") and isinstance(v, int)}
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        codes.append(op_names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "CUSTOM"))
+    model = schema().Model.GetRootAs(data, 0)
+    codes = opcode_names(model, custom_codes=False)
     sub = model.Subgraphs(0)
     out = []
     for i in range(sub.OperatorsLength()):
@@ -220,9 +202,8 @@ def io_specs(data: bytes) -> tuple[list[Any], list[Any]]:
     when there is one, read from the flatbuffer (so also for models LiteRT here cannot load)."""
     from tfshrink.model.base import TensorSpec
 
-    schema = _schema()
-    model = schema.Model.GetRootAs(data, 0)
-    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_") and isinstance(v, int)}
+    model = schema().Model.GetRootAs(data, 0)
+    types = {k: v.lower() for k, v in type_names().items()}
     sub = model.Subgraphs(0)
     keys: dict[int, str] = {}
     for s in range(model.SignatureDefsLength()):
@@ -241,7 +222,7 @@ def io_specs(data: bytes) -> tuple[list[Any], list[Any]]:
             [t.Shape(d) for d in range(t.ShapeLength())]
         q = t.Quantization()
         quant = (float(q.Scale(0)), int(q.ZeroPoint(0))) if q is not None and q.ScaleLength() else None
-        dtype = type_names.get(t.Type(), str(t.Type()))
+        dtype = types.get(t.Type(), str(t.Type()))
         return TensorSpec(keys.get(index) or (t.Name() or b"").decode(), {"float32": "float32"}.get(dtype, dtype),
                           tuple(None if int(d) < 0 else int(d) for d in dims), quantization=quant)
 

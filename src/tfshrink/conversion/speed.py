@@ -66,50 +66,35 @@ class Int8Choice:
         return [*self.softmax, *([self.conv.tensor] if self.kept and self.conv else [])]
 
 
+def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
+    """(main subgraph, [(op name, operator)] in order) of a TFLite model."""
+    from tfshrink.model.flatbuffer import opcode_names, schema
+
+    model = schema().Model.GetRootAs(data, 0)
+    sub = model.Subgraphs(0)
+    codes = opcode_names(model)
+    return sub, [(codes[op.OpcodeIndex()], op) for op in map(sub.Operators, range(sub.OperatorsLength()))]
+
+
 def output_softmaxes(data: bytes) -> list[str]:
     """Output tensor names of the SOFTMAX ops of a TFLite model that give a model output, directly
     (a float or calibrated model) or through a DEQUANTIZE (an int8 model with float outputs)."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(data, 0)
-    sub = model.Subgraphs(0)
-    softmax, dequantize = schema.BuiltinOperator.SOFTMAX, schema.BuiltinOperator.DEQUANTIZE
+    sub, ops = _ops(data)
     outputs = {int(sub.Outputs(i)) for i in range(sub.OutputsLength())}
-    for i in range(sub.OperatorsLength()):  # a DEQUANTIZE giving a model output stands for it
-        op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == dequantize and int(op.Outputs(0)) in outputs:
-            outputs.add(int(op.Inputs(0)))
-    found = []
-    for i in range(sub.OperatorsLength()):
-        op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == softmax and int(op.Outputs(0)) in outputs:
-            found.append((sub.Tensors(op.Outputs(0)).Name() or b"").decode())
-    return found
+    outputs |= {int(op.Inputs(0)) for name, op in ops if name == "DEQUANTIZE" and int(op.Outputs(0)) in outputs}
+    return [(sub.Tensors(op.Outputs(0)).Name() or b"").decode() for name, op in ops
+            if name == "SOFTMAX" and int(op.Outputs(0)) in outputs]
 
 
 def small_first_conv(data: bytes) -> FirstConv | None:
     """The CONV_2D of a TFLite model that reads a model input (directly, or through the QUANTIZE
     of an int8 model's float input) with at most `MAX_CHANNELS` channels and has fewer than
     `MAX_WEIGHTS` weights; None when there is none."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.Model.GetRootAs(data, 0)
-    sub = model.Subgraphs(0)
-    conv, quant = schema.BuiltinOperator.CONV_2D, schema.BuiltinOperator.QUANTIZE
+    sub, ops = _ops(data)
     inputs = {int(sub.Inputs(i)) for i in range(sub.InputsLength())}
-    for i in range(sub.OperatorsLength()):  # a QUANTIZE of a model input stands for it
-        op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == quant and int(op.Inputs(0)) in inputs:
-            inputs.add(int(op.Outputs(0)))
-    for i in range(sub.OperatorsLength()):
-        op = sub.Operators(i)
-        code = model.OperatorCodes(op.OpcodeIndex())
-        if max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) != conv or op.InputsLength() < 2:
-            continue
-        if int(op.Inputs(0)) not in inputs:
+    inputs |= {int(op.Outputs(0)) for name, op in ops if name == "QUANTIZE" and int(op.Inputs(0)) in inputs}
+    for name, op in ops:
+        if name != "CONV_2D" or op.InputsLength() < 2 or int(op.Inputs(0)) not in inputs:
             continue
         x = sub.Tensors(op.Inputs(0)).ShapeAsNumpy()
         w = sub.Tensors(op.Inputs(1)).ShapeAsNumpy()
@@ -117,8 +102,7 @@ def small_first_conv(data: bytes) -> FirstConv | None:
             continue
         channels, weights = int(x[-1]), int(np.prod(w))
         if 0 < channels <= MAX_CHANNELS and weights < MAX_WEIGHTS:
-            name = (sub.Tensors(op.Outputs(0)).Name() or b"").decode()
-            return FirstConv(name, channels, weights)
+            return FirstConv((sub.Tensors(op.Outputs(0)).Name() or b"").decode(), channels, weights)
     return None
 
 

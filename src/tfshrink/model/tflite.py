@@ -179,28 +179,14 @@ def _refreshed(old: list[dict], new: list[dict]) -> list[dict]:
     return [by_index[int(d["index"])] for d in old]
 
 
-def _enum_names(cls: Any) -> dict[int, str]:
-    return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
-
-
 def flatbuffer_summary(data: bytes) -> dict[str, Any]:
     """Op histogram, custom ops, tensor count, constant bytes by dtype and metadata of a .tflite,
     read straight from the flatbuffer (no tensor data is copied)."""
-    from ai_edge_litert import schema_py_generated as schema
+    from tfshrink.model.flatbuffer import builtin_ops, opcode_names, schema, type_names
 
-    model = schema.Model.GetRootAs(data, 0)
-    op_names = _enum_names(schema.BuiltinOperator)
-    type_names = _enum_names(schema.TensorType)
-    codes = []
-    custom: set[str] = set()
-    for i in range(model.OperatorCodesLength()):
-        oc = model.OperatorCodes(i)
-        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
-        name = op_names.get(code, str(code))
-        if name == "CUSTOM":
-            name = (oc.CustomCode() or b"?").decode()
-            custom.add(name)
-        codes.append(name)
+    model = schema().Model.GetRootAs(data, 0)
+    codes = opcode_names(model)
+    custom = {c for c in codes if c not in builtin_ops() and not c.isdigit()}  # a number: an op newer than the schema
     ops: dict[str, int] = {}
     tensors = 0
     weight_bytes: dict[str, int] = {}
@@ -218,7 +204,7 @@ def flatbuffer_summary(data: bytes) -> dict[str, Any]:
             if size == 0 and buf is not None and buf.Size():
                 size = int(buf.Size())  # large models keep buffers outside the flatbuffer table
             if size:
-                dtype = type_names.get(tensor.Type(), str(tensor.Type())).lower()
+                dtype = type_names().get(tensor.Type(), str(tensor.Type())).lower()
                 weight_bytes[dtype] = weight_bytes.get(dtype, 0) + size
                 n = 1
                 for d in range(tensor.ShapeLength()):
