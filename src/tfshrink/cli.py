@@ -162,6 +162,18 @@ def _console(stderr: bool = False) -> Any:
     return Console(stderr=stderr, highlight=False, soft_wrap=True)
 
 
+def _echo_json(result: Any) -> None:
+    """--json: the result object's to_json(), alone on stdout."""
+    click.echo(json.dumps(result.to_json(), indent=2))
+
+
+def _warn(warnings: Any) -> None:
+    """Warnings go to stderr, with or without --json, so stdout stays the result."""
+    err = _console(stderr=True)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="tfshrink")
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
@@ -221,7 +233,7 @@ def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...]
                         verify=not no_verify, inputs=feeds, signature=signature, atol=atol, rtol=rtol,
                         shapes=parse_shape_overrides(input_shapes))
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     con = _console()
     how = {"given": "as given", "signature": "from the signature"}.get(result.outputs_from, "detected")
@@ -248,7 +260,7 @@ def inspect(model: str, signature: str | None, as_json: bool) -> int:
 
     result = run_inspect(model, signature=signature)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     _print_inspect(result)
     return 0
@@ -354,7 +366,7 @@ def verify(model_a: str, model_b: str, feeds: str | None, preprocess: str | None
         result = run_verify(model_a, model_b, inputs=feeds, samples=samples, atol=atol, rtol=rtol, seed=seed,
                             shapes=parse_shape_overrides(input_shapes), progress=step, preprocess=preprocess)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
     else:
         _print_verify(result)
     return 0 if result.passed else 1
@@ -423,12 +435,11 @@ def transform(source: str | None, in_graph: str | None, output: str | None, inpu
     result = run_transform(src, output, spec, inputs=inputs, outputs=outputs, text=text, optimize=optimize,
                            check=check, check_each=check_each, atol=atol, rtol=rtol,
                            shapes=parse_shape_overrides(list(input_shapes)) or None)
+    _warn(result.warnings)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     con = _console()
-    for warning in result.warnings:
-        con.print(f"[yellow]warning:[/] {warning}")
     for name, changed in result.applied:
         con.print(f"  {name}: {'changed' if changed else 'no change'}")
     for step in result.checks:
@@ -497,7 +508,7 @@ def bench(model: str, runs: int | None, min_seconds: float | None, warmup: int, 
                            batch=batch, input_shapes=parse_shape_overrides(input_shapes),
                            xnnpack=not no_xnnpack, profile=profile, binds=list(binds), progress=step)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
     else:
         _print_bench(result, top)
     return 0
@@ -636,11 +647,9 @@ def convert(source: str, output: str, quantize: str, calibration: str | None, ca
                              select_tf_ops=select_tf_ops, keep_float=keep_float, signature=signature,
                              verify=not no_verify, min_cosine=min_cosine, max_top1_drop=max_top1_drop,
                              report=report_dir, progress=step)
-    err = _console(stderr=True)
-    for warning in result.warnings:
-        err.print(f"[yellow]warning:[/] {warning}")
+    _warn(result.warnings)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     _print_convert(result)
     return 0
@@ -732,7 +741,7 @@ def compare(models: tuple[str, ...], feeds: str | None, samples: int, preprocess
                                 runs=runs, bench=not no_bench, shapes=parse_shape_overrides(input_shapes) or None,
                                 progress=step)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     from rich.table import Table
 
@@ -792,7 +801,7 @@ def run_cmd(recipe: str, out_dir: str | None, force: bool, as_json: bool) -> int
 
     result = run_recipe(parsed, out=out_dir, force=force, on_step=on_step)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     ran = sum(s.status == "ok" for s in result.steps)
     con.print(f"[bold]{len(result.steps)} step(s)[/]: {ran} ran, {len(result.steps) - ran} cached, "
@@ -829,7 +838,7 @@ def report(models: tuple[str, ...], output: str, names: str | None, quant_errors
                             preprocess=preprocess, samples=samples, runs=runs, bench=not no_bench, title=title,
                             shapes=parse_shape_overrides(input_shapes) or None, progress=step)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     _console().print(f"[bold]wrote[/] {result.output} ({result.bytes:,} bytes): {', '.join(result.names)}")
     return 0
@@ -875,7 +884,7 @@ def qat(model: str, data: str, epochs: int, val: str | None, lr: float, batch_si
         result = qat_keras(model, data, output, epochs=epochs, val=val, learning_rate=lr, batch_size=batch_size,
                            tflite=tflite, input_type=input_type, output_type=output_type, seed=seed, progress=step)
     if as_json:
-        click.echo(json.dumps(result.to_json(), indent=2))
+        _echo_json(result)
         return 0
     _print_qat(result)
     return 0
@@ -905,8 +914,7 @@ def _print_qat(r: Any) -> None:
         con.print("  ops: " + ", ".join(f"{op} {n}" for op, n in c.ops.items()))
         for note in c.notes:
             con.print(f"  [dim]note:[/] {note}")
-        for warning in c.warnings:
-            _console(stderr=True).print(f"[yellow]warning:[/] {warning}")
+        _warn(c.warnings)
 
 
 @cli.command(epilog=EPILOGS["demo"])

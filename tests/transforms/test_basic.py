@@ -44,7 +44,7 @@ def test_transform_graph_command_on_onet(onet_ckpt: Path, tmp_path: Path, capsys
               "--transforms=remove_nodes(op=identity, op=checknumerics)\nstrip_unused_nodes\nremove_device\n"
               "sort_by_execution_order"])
     assert exc.value.code == 0
-    assert "using 'Identity'" in capsys.readouterr().out
+    assert "using 'Identity'" in capsys.readouterr().err
     assert not [n for n in Graph(tfshrink.load(out).graph_def) if n.op == "Identity"]
     check = tfshrink.verify(pb, out, samples=2, atol=0.0, rtol=0.0)
     assert check.passed

@@ -35,7 +35,7 @@ def _sole_reader(graph: Graph, name: str, reader: str, outputs: set[str]) -> boo
 
 @register("merge_concats", "(tfshrink) splice a ConcatV2 read only by another on the same axis into it")
 def merge_concats(graph: Graph, params: dict, ctx: Context) -> bool:
-    outputs = {parse_tensor(o)[0] for o in ctx.outputs}
+    outputs = ctx.output_nodes()
     changed = False
     for node in graph:
         if node.op != "ConcatV2" or node.name not in graph:
@@ -73,7 +73,7 @@ def merge_concats(graph: Graph, params: dict, ctx: Context) -> bool:
 
 @register("hoist_activations", "(tfshrink) one activation after a ConcatV2 instead of one per input")
 def hoist_activations(graph: Graph, params: dict, ctx: Context) -> bool:
-    outputs = {parse_tensor(o)[0] for o in ctx.outputs}
+    outputs = ctx.output_nodes()
     changed = False
     for node in graph:
         if node.op != "ConcatV2" or node.name not in graph or node.name in outputs:

@@ -18,7 +18,7 @@ CONTROL_FLOW_OPS = {"Switch", "RefSwitch", "Merge", "RefMerge", "Enter", "RefEnt
            "shape_for_name": Param(repeated=True)})
 def strip_unused_nodes(graph: Graph, params: dict, ctx: Context) -> bool:
     before = len(graph)
-    graph.prune(parse_tensor(o)[0] for o in ctx.outputs)
+    graph.prune(ctx.output_nodes())
     changed = len(graph) != before
     overrides = {n: (t, s) for n, t, s in zip(params["name"], params["type_for_name"] or [None] * len(params["name"]),
                                               params["shape_for_name"] or [None] * len(params["name"]), strict=False)}

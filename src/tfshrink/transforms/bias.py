@@ -56,7 +56,7 @@ def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | No
 
 @register("fuse_bias_add", "(tfshrink) turn a per-channel constant Add/Sub after a conv or matmul into its BiasAdd")
 def fuse_bias_add(graph: Graph, params: dict, ctx: Context) -> bool:
-    outputs = {parse_tensor(o)[0] for o in ctx.outputs}
+    outputs = ctx.output_nodes()
     changed = False
     for node in graph:
         if node.op not in ADD_OPS or node.name not in graph or node.attr["T"].type != DT_FLOAT:

@@ -63,7 +63,7 @@ def fold_constants(graph: Graph, params: dict, ctx: Context) -> bool:
     tf = _tf.tf()
     const = _foldable(graph)
     protected = {parse_tensor(t)[0] for t in ctx.inputs}
-    outputs = {parse_tensor(o)[0] for o in ctx.outputs}
+    outputs = ctx.output_nodes()
     changed = False
     for name in graph.names():
         if name not in const and any(r[:1] == "^" and r[1:] in const for r in graph.inputs(name)):
@@ -115,7 +115,7 @@ def fold_constants(graph: Graph, params: dict, ctx: Context) -> bool:
         node.attr["value"].tensor.CopyFrom(tensor)
         graph.add(node)
         graph.replace_uses(f"{name}:{index}" if index else name, node.name)
-    graph.prune(parse_tensor(o)[0] for o in ctx.outputs)
+    graph.prune(ctx.output_nodes())
     return True
 
 

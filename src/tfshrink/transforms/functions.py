@@ -11,7 +11,7 @@ Refuses (raises) when a call names a function the library lacks.
 from __future__ import annotations
 
 from tfshrink.graph.inline import inline_call
-from tfshrink.graph.ir import Graph, parse_tensor
+from tfshrink.graph.ir import Graph
 from tfshrink.transforms.registry import Context, register
 
 CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
@@ -20,7 +20,7 @@ MAX_DEPTH = 64
 
 @register("inline_partitionedcall", "inline PartitionedCall / StatefulPartitionedCall function bodies")
 def inline_partitionedcall(graph: Graph, params: dict, ctx: Context) -> bool:
-    wanted = {parse_tensor(o)[0] for o in ctx.outputs}
+    wanted = ctx.output_nodes()
     changed = False
     for _ in range(MAX_DEPTH):
         calls = [n.name for n in graph if n.op in CALL_OPS]
