@@ -274,15 +274,15 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             if auto:
                 keep = tuple(converted.kept_float.get("auto", []))
         chose_float = False
+        if converted is None and mode == "int8" and not keep and not auto and not strict and calib is not None:
+            converted, chose_float = _int8_default(graph_def, specs, frozen.outputs, options, calib, str(source),
+                                                   notes, defaults, progress)
+            if chose_float:
+                keep = tuple(converted.kept_float["default"])
         if converted is None:
             converted = convert_graph(graph_def, specs, frozen.outputs, options,
                                       calib.samples if (calib and mode in CALIBRATED) else None, str(source),
                                       progress=_phase(progress, "calibrating"))
-            if mode == "int8" and not keep and not auto and not strict and calib is not None:
-                converted, chose_float = _int8_default(graph_def, specs, frozen.outputs, options, calib, converted,
-                                                       str(source), notes, defaults, progress)
-                if chose_float:
-                    keep = tuple(converted.kept_float["default"])
         if mode == "int8" and strict:
             defaults["keep_float"] = "none"
         notes.extend(converted.notes)
@@ -436,17 +436,15 @@ def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] 
 
 
 def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
-                  calib: Calibration, converted: Converted, where: str, notes: list[str], defaults: dict[str, Any],
+                  calib: Calibration, where: str, notes: list[str], defaults: dict[str, Any],
                   progress: Progress | None) -> tuple[Converted, bool]:
     """int8 with no --keep-float: the output softmax in float, and the small first conv too where
-    that measured more than 5% faster here (tfshrink.conversion.speed). Returns (the converted
-    model, whether anything was left in float)."""
+    that measured more than 5% faster here (tfshrink.conversion.speed), all quantized from one
+    calibration. Returns (the converted model, whether anything was left in float)."""
     from tfshrink.conversion.speed import fastest_int8
 
-    choice = fastest_int8(graph_def, specs, outputs, options, calib.samples, converted.data, where,
-                          progress=_phase(progress, "calibrating the int8 default's variants"))
-    if choice is None:
-        return converted, False
+    choice = fastest_int8(graph_def, specs, outputs, options, calib.samples, where,
+                          progress=_phase(progress, "calibrating"))
     notes.extend(choice.notes)
     if choice.softmax:
         defaults["output_softmax"] = {"tensors": list(choice.softmax), "kept_float": True}
@@ -454,10 +452,10 @@ def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str]
         defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": choice.kept,
                                   "int8_p50_ms": choice.int8_ms, "first_conv_float_p50_ms": choice.kept_ms}
     if not choice.kept_float:
-        return converted, False
+        return Converted(choice.data), False
     defaults["keep_float"] = " and ".join([*(["output softmax"] if choice.softmax else []),
                                            *(["first conv (measured faster)"] if choice.kept else [])])
-    return Converted(choice.data, notes=converted.notes, kept_float={"default": choice.kept_float}), True
+    return Converted(choice.data, kept_float={"default": choice.kept_float}), True
 
 
 def _no_calibration(mode: str) -> None:

@@ -134,27 +134,23 @@ def interleaved_latency(models: Sequence[bytes], rounds: int = ROUNDS, runs: int
 
 
 def fastest_int8(graph_def: Any, specs: Sequence[InputSpec], outputs: Sequence[str], options: ConvertOptions,
-                 samples: Sequence[dict[str, np.ndarray]], int8: bytes, where: str,
-                 progress: Callable[[int, int], None] | None = None) -> Int8Choice | None:
-    """The int8 default from the all-int8 model `int8` (already converted): its output softmaxes in
-    float (float outputs only), then the small first conv in float too if that measures faster by
-    more than `MARGIN`. None when the model has neither (the all-int8 model is the default then)."""
-    float_out = options.output_type == "float32"
-    if small_first_conv(int8) is None and not (float_out and output_softmaxes(int8)):
-        return None
+                 samples: Sequence[dict[str, np.ndarray]], where: str,
+                 progress: Callable[[int, int], None] | None = None) -> Int8Choice:
+    """The int8 default, quantized from one calibration: its output softmaxes in float (float
+    outputs only), then the small first conv in float too if that measures faster by more than
+    `MARGIN`; all int8 when the model has neither."""
     calibrated = calibrate(graph_def, specs, outputs, options, samples, where, progress)
-    softmax = tuple(output_softmaxes(calibrated)) if float_out else ()
+    softmax = tuple(output_softmaxes(calibrated)) if options.output_type == "float32" else ()
     notes: list[str] = []
-    base = int8
+    base = quantize(calibrated, options, where, denylisted_nodes=softmax)
     if softmax:
-        base = quantize(calibrated, options, where, denylisted_nodes=softmax)
         notes.append(f"int8 default: the output softmax ({', '.join(softmax)}) stays float: XNNPACK has no int8 "
                      "SOFTMAX, so an int8 one runs outside the delegate and its probabilities come in steps of "
                      "1/256; the int8 logits are dequantized into a float softmax instead (--keep-float none "
                      "forbids any float op)")
     conv = small_first_conv(calibrated)
     if conv is None:
-        return Int8Choice(base, softmax, None, False, None, None, tuple(notes)) if softmax else None
+        return Int8Choice(base, softmax, None, False, None, None, tuple(notes))
     kept = quantize(calibrated, options, where, denylisted_nodes=[*softmax, conv.tensor])
     what = (f"the first conv ({conv.tensor}: CONV_2D on a {conv.channels}-channel input, {conv.weights} weights, "
             "as dynamic-range quantization keeps it)")
