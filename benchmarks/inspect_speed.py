@@ -55,16 +55,18 @@ def _build_child(out_dir: Path) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
+    freeze_keras(keras.applications.InceptionV3(weights=None), out_dir / PB_NAME)
+
+
+def freeze_keras(net: Any, pb: Path) -> None:
+    """Save a Keras model next to `pb`, freeze it there with tfshrink.freeze (which writes through
+    a temp file and a rename, so a cached .pb is never partial), and delete the .keras."""
     from tfshrink.freezer import freeze
 
-    keras_path = out_dir / "inception_v3.keras"
-    pb = out_dir / PB_NAME
-    tmp = out_dir / f"{PB_NAME}.partial.pb"
-    model = keras.applications.InceptionV3(weights=None)
-    model.save(keras_path)
-    del model
-    result = freeze(keras_path, tmp, verify=False)
-    tmp.replace(pb)
+    keras_path = pb.with_suffix(".keras")
+    pb.parent.mkdir(parents=True, exist_ok=True)
+    net.save(keras_path)
+    result = freeze(keras_path, pb, verify=False)
     keras_path.unlink()
     print(f"froze {result.nodes} nodes to {pb} ({result.bytes:,} bytes)", file=sys.stderr)
 

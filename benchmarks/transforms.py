@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from inspect_speed import interleaved_best  # noqa: E402  (benchmarks/ is not a package)
+from inspect_speed import freeze_keras, interleaved_best  # noqa: E402  (benchmarks/ is not a package)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 MODELS = {"mobilenet_v2": ("MobileNetV2", (224, 224, 3)), "inception_v3": ("InceptionV3", (299, 299, 3))}
@@ -63,8 +63,6 @@ def _build_child(out_dir: Path, model: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
 
-    from tfshrink.freezer import freeze
-
     cls, shape = MODELS[model]
     net = getattr(keras.applications, cls)(weights=None, input_shape=shape)
     rng = np.random.default_rng(0)
@@ -79,15 +77,7 @@ def _build_child(out_dir: Path, model: str) -> None:
                 else:  # moving variance
                     new.append(rng.uniform(0.5, 1.5, v.shape))
             layer.set_weights([x.astype(np.float32) for x in new])
-    keras_path = out_dir / f"{model}_bn.keras"
-    pb = out_dir / f"{model}_bn.pb"
-    tmp = out_dir / f"{model}_bn.partial.pb"
-    net.save(keras_path)
-    del net
-    result = freeze(keras_path, tmp, verify=False)
-    tmp.replace(pb)
-    keras_path.unlink()
-    print(f"froze {result.nodes} nodes to {pb} ({result.bytes:,} bytes)", file=sys.stderr)
+    freeze_keras(net, out_dir / f"{model}_bn.pb")
 
 
 class Session:
