@@ -273,11 +273,11 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                                                      warnings, progress)
             if auto:
                 keep = tuple(converted.kept_float.get("auto", []))
-        chose_float = False
+        default_float: dict[str, int] = {}  # op -> count the int8 default left in float
         if converted is None and mode == "int8" and not keep and not auto and not strict and calib is not None:
-            converted, chose_float = _int8_default(graph_def, specs, frozen.outputs, options, calib, str(source),
-                                                   notes, defaults, progress)
-            if chose_float:
+            converted, default_float = _int8_default(graph_def, specs, frozen.outputs, options, calib, str(source),
+                                                     notes, defaults, progress)
+            if default_float:
                 keep = tuple(converted.kept_float["default"])
         if converted is None:
             converted = convert_graph(graph_def, specs, frozen.outputs, options,
@@ -301,18 +301,16 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             if custom:
                 notes.append(f"custom op(s) {', '.join(custom)} take float inputs (TFLite's quantizer leaves custom "
                              "ops in float; LiteRT's kernel dequantizes into them)")
-            if chose_float:  # what the int8 default left in float: a note, not a warning
-                wanted = {"CONV_2D": int(bool(defaults.get("first_conv", {}).get("kept_float"))),
-                          "SOFTMAX": len(defaults.get("output_softmax", {}).get("tensors", []))}
-                chosen = {op: min(n, inner.get(op, 0)) for op, n in wanted.items() if min(n, inner.get(op, 0))}
+            if default_float:  # what the int8 default left in float: a note, not a warning
+                chosen = {op: min(n, inner[op]) for op, n in default_float.items() if inner.get(op)}
                 inner = {op: n - chosen.get(op, 0) for op, n in inner.items() if n - chosen.get(op, 0)}
                 if chosen:
                     notes.append(f"{sum(chosen.values())} op(s) stayed float as the int8 default chose (see its "
                                  f"notes): {', '.join(f'{op} x{n}' for op, n in chosen.items())}")
             if inner:
-                kept = " (as --keep-float asked)" if keep and not chose_float else ""
+                kept = " (as --keep-float asked)" if keep and not default_float else ""
                 ops = ", ".join(f"{op} x{n}" for op, n in inner.items())
-                (notes if keep and not chose_float else warnings).append(
+                (notes if keep and not default_float else warnings).append(
                     f"{sum(inner.values())} op(s) stayed float{kept}: {ops}; each is wrapped in "
                     "QUANTIZE/DEQUANTIZE and runs on float kernels")
         with tempfile.TemporaryDirectory(prefix="tfshrink-convert-") as tmp:
@@ -437,10 +435,10 @@ def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] 
 
 def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
                   calib: Calibration, where: str, notes: list[str], defaults: dict[str, Any],
-                  progress: Progress | None) -> tuple[Converted, bool]:
+                  progress: Progress | None) -> tuple[Converted, dict[str, int]]:
     """int8 with no --keep-float: the output softmax in float, and the small first conv too where
     that measured more than 5% faster here (tfshrink.conversion.speed), all quantized from one
-    calibration. Returns (the converted model, whether anything was left in float)."""
+    calibration. Returns (the converted model, op -> count of the ops it left in float)."""
     from tfshrink.conversion.speed import fastest_int8
 
     choice = fastest_int8(graph_def, specs, outputs, options, calib.samples, where,
@@ -452,10 +450,10 @@ def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str]
         defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": choice.kept,
                                   "int8_p50_ms": choice.int8_ms, "first_conv_float_p50_ms": choice.kept_ms}
     if not choice.kept_float:
-        return Converted(choice.data), False
+        return Converted(choice.data), {}
     defaults["keep_float"] = " and ".join([*(["output softmax"] if choice.softmax else []),
                                            *(["first conv (measured faster)"] if choice.kept else [])])
-    return Converted(choice.data, kept_float={"default": choice.kept_float}), True
+    return Converted(choice.data, kept_float={"default": choice.kept_float}), choice.kept_ops
 
 
 def _no_calibration(mode: str) -> None:

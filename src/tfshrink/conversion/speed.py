@@ -65,6 +65,11 @@ class Int8Choice:
         """The tensors left in float (the quantizer's denylist)."""
         return [*self.softmax, *([self.conv.tensor] if self.kept and self.conv else [])]
 
+    @property
+    def kept_ops(self) -> dict[str, int]:
+        """Op -> how many of them were left in float."""
+        return {op: n for op, n in (("SOFTMAX", len(self.softmax)), ("CONV_2D", int(self.kept))) if n}
+
 
 def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
     """(main subgraph, [(op name, operator)] in order) of a TFLite model."""
