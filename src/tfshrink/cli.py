@@ -91,6 +91,10 @@ int8 default: an output softmax stays float (XNNPACK has no int8 SOFTMAX); a fir
 conv on an image input (<= 4 channels, < 1024 weights) is timed in float against
 int8 in LiteRT here and kept in float only if more than 5% faster (a note gives
 both latencies); --keep-float none: strict full int8.
+int8 activation ranges: each calibrated min/max is narrowed to the range with the
+least squared int8 error on the calibration samples (finer steps; rare extremes
+clip; model inputs and outputs keep theirs); --activation-ranges minmax keeps
+TFLite's min/max.
 A quantization-aware trained graph (FakeQuant nodes, e.g. a frozen create_eval_graph
 checkpoint) converts to int8 with its trained ranges and needs no --calibration.""",
     "compare": """\b
@@ -627,6 +631,9 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
               help="--keep-float auto's target: largest drop in top-1 agreement, in percentage points.")
 @click.option("--report", "report_dir", metavar="DIR", type=click.Path(file_okay=False),
               help="Write per-layer int8 error (RMSE/scale, QuantizationDebugger) to DIR as CSV and a chart.")
+@click.option("--activation-ranges", type=click.Choice(["mse", "minmax"]), default="mse", show_default=True,
+              help="int8 activation ranges: mse narrows each calibrated min/max to its least squared int8 error on "
+                   "the calibration samples; minmax keeps TFLite's min/max.")
 @click.option("--signature", help="SavedModel signature (default: serving_default).")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the result with the source.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -634,7 +641,8 @@ def convert(source: str, output: str, quantize: str, calibration: str | None, ca
             preprocess: str | None, input_type: str | None, output_type: str | None, input_shapes: tuple[str, ...],
             inputs: str | None, outputs: str | None, allow_custom_ops: bool, select_tf_ops: bool,
             keep_float: tuple[str, ...], min_cosine: float | None, max_top1_drop: float | None,
-            report_dir: str | None, signature: str | None, no_verify: bool, as_json: bool) -> int:
+            report_dir: str | None, activation_ranges: str, signature: str | None, no_verify: bool,
+            as_json: bool) -> int:
     """Convert a model to TFLite (float, float16, dynamic-range, int8, int16x8) and check it against the source."""
     from tfshrink.conversion import convert as run_convert
     from tfshrink.feeds import parse_shape_overrides
@@ -646,7 +654,7 @@ def convert(source: str, output: str, quantize: str, calibration: str | None, ca
                              inputs=inputs, outputs=outputs, allow_custom_ops=allow_custom_ops,
                              select_tf_ops=select_tf_ops, keep_float=keep_float, signature=signature,
                              verify=not no_verify, min_cosine=min_cosine, max_top1_drop=max_top1_drop,
-                             report=report_dir, progress=step)
+                             report=report_dir, activation_ranges=activation_ranges, progress=step)
     _warn(result.warnings)
     if as_json:
         _echo_json(result)

@@ -35,6 +35,7 @@ from tfshrink.conversion.converter import (
 from tfshrink.conversion.layers import DEBUG_SAMPLES, FLAG_ABOVE, AutoKeep, LayerError, Target
 from tfshrink.conversion.metadata import Precision, io_specs, precision, rewrite
 from tfshrink.conversion.preprocess import METADATA_NAME, Preprocess, parse_preprocess, read_preprocess
+from tfshrink.conversion.ranges import METHODS as RANGE_METHODS
 from tfshrink.errors import UserError, first_line
 from tfshrink.fileio import atomic_write, check_output
 from tfshrink.model import Model, TensorSpec, load
@@ -158,7 +159,8 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             allow_custom_ops: bool = False, select_tf_ops: bool = False, keep_float: Sequence[str] = (),
             signature: str | None = None, verify: bool = True, verify_samples: int = 32, seed: int = 0,
             min_cosine: float | None = None, max_top1_drop: float | None = None,
-            report: str | Path | None = None, progress: Progress | None = None) -> ConvertResult:
+            report: str | Path | None = None, activation_ranges: str = "mse",
+            progress: Progress | None = None) -> ConvertResult:
     """Convert `source` to a .tflite at `output` and verify it against the source.
 
     quantize: "none" (float32), "float16", "dynamic" (int8 weights), "int8" (full integer, needs
@@ -176,7 +178,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     ["none"] (strict full int8), or ["auto"]: keep the layers with the worst measured error in float, one at a time, until every
     output's cosine to the source is at least `min_cosine` and/or top-1 agreement dropped by at
     most `max_top1_drop` percentage points (default: min_cosine 0.999). report: a folder for the
-    per-layer quantization error (layer_errors.csv, .png, .svg; int8 only).
+    per-layer quantization error (layer_errors.csv, .png, .svg; int8 only). activation_ranges
+    (int8): "mse" narrows each calibrated activation range to its least squared error on the
+    calibration samples (tfshrink.conversion.ranges); "minmax" keeps TFLite's min/max.
     progress(phase, done, total) is called while loading calibration data, calibrating and verifying.
     Raises UserError for bad input; nothing is written then.
     """
@@ -184,6 +188,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     if mode not in MODES:
         raise UserError(f"--quantize {quantize} is not one of {', '.join(MODES)}", "e.g. --quantize int8")
     in_type, out_type = _io_types(mode, input_type, output_type)
+    if activation_ranges not in RANGE_METHODS:
+        raise UserError(f"--activation-ranges {activation_ranges} is not one of {', '.join(RANGE_METHODS)}",
+                        "e.g. --activation-ranges mse")
     keep = tuple(split_names(keep_float))
     if keep and mode != "int8":
         raise UserError(f"--keep-float works with --quantize int8, not {mode}", "add --quantize int8")
@@ -253,7 +260,10 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             warnings.extend(calib.warnings)
             if mode not in CALIBRATED:
                 notes.append(f"--quantize {mode} needs no calibration; the calibration samples are used to verify")
-        options = ConvertOptions(mode, in_type, out_type, allow_custom_ops, select_tf_ops, () if auto else keep)
+        options = ConvertOptions(mode, in_type, out_type, allow_custom_ops, select_tf_ops, () if auto else keep,
+                                 activation_ranges)
+        if mode == "int8" and not qat and calib is not None and activation_ranges == "mse":
+            defaults["activation_ranges"] = "mse"
         if qat:  # the FakeQuant patterns stay as trained: no activation rewrites
             graph_def = frozen.graph_def
         else:
@@ -363,11 +373,14 @@ def _debugged(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], op
     with --keep-float auto's choice or the named layers (None: no --keep-float, convert as usual)."""
     from dataclasses import replace
 
-    from tfshrink.conversion.converter import quantize, resolve_keep_float
+    from tfshrink.conversion.converter import quantize, refine_ranges, resolve_keep_float
     from tfshrink.conversion.layers import auto_keep_float, debug_layers, float_reference
 
     debugged = debug_layers(graph_def, specs, outputs, options, calib.samples, where,
                             progress=_phase(progress, "calibrating and measuring layers"))
+    if keep or auto:  # quantize from the ranges the other int8 paths use; the layer errors stay min/max's
+        debugged = replace(debugged, calibrated=refine_ranges(debugged.calibrated, specs, calib.samples, options,
+                                                              notes))
     layers = debugged.layers
     flagged = [x for x in layers if x.flagged]
     if flagged:

@@ -37,6 +37,7 @@ class ConvertOptions:
     allow_custom_ops: bool = False
     select_tf_ops: bool = False
     keep_float: tuple[str, ...] = ()
+    ranges: str = "mse"  # int8 activation ranges: "mse" (narrowed, tfshrink.conversion.ranges) or "minmax"
 
 
 @dataclass
@@ -99,12 +100,33 @@ def configured_converter(graph_def: Any, inputs: Sequence[InputSpec], outputs: S
 
 def calibrate(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[str], options: ConvertOptions,
               samples: Sequence[dict[str, np.ndarray]] | None, where: str,
-              progress: Callable[[int, int], None] | None = None) -> bytes:
-    """The float model with the activation ranges measured on `samples`, ready for `quantize`."""
+              progress: Callable[[int, int], None] | None = None, notes: list[str] | None = None) -> bytes:
+    """The float model with the activation ranges measured on `samples`, ready for `quantize`;
+    for int8 with options.ranges "mse", narrowed where that lowers the error (a note says how)."""
     converter = configured_converter(graph_def, inputs, outputs, options, samples, where, allow_float=True,
                                      progress=progress)
     _tf.calibrate_only(converter)
-    return _run(converter, where)
+    return refine_ranges(_run(converter, where), inputs, samples, options, notes)
+
+
+def refine_ranges(calibrated: bytes, inputs: Sequence[InputSpec], samples: Sequence[dict[str, np.ndarray]] | None,
+                  options: ConvertOptions, notes: list[str] | None = None) -> bytes:
+    """`calibrated` with its int8 activation ranges narrowed per options.ranges (unchanged for
+    "minmax", int16x8, or a model LiteRT cannot run here, which a note says)."""
+    from tfshrink.conversion.ranges import refine
+
+    if options.ranges != "mse" or options.quantize != "int8" or not samples:
+        return calibrated
+    try:
+        refined = refine(calibrated, inputs, samples)
+    except Exception as exc:  # LiteRT cannot run it here (Select TF ops): keep the min/max ranges
+        if notes is not None:
+            notes.append(f"activation ranges: min/max (narrowing them needs the model to run in LiteRT here: "
+                         f"{first_line(exc)[:120]})")
+        return calibrated
+    if notes is not None:
+        notes.append(refined.note())
+    return refined.data
 
 
 def quantize(calibrated: bytes, options: ConvertOptions, where: str, *, denylisted_ops: Sequence[str] = (),
@@ -132,10 +154,14 @@ def convert_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence
                                     progress=progress)
 
     if mode == "int8" and options.keep_float:
-        calibrated = calibrate(graph_def, inputs, outputs, options, samples, where, progress)
+        calibrated = calibrate(graph_def, inputs, outputs, options, samples, where, progress, result.notes)
         ops, nodes, result.kept_float = resolve_keep_float(options.keep_float, calibrated)
         result.data = quantize(calibrated, options, where, denylisted_ops=ops, denylisted_nodes=nodes)
         return result
+    if mode == "int8" and samples and options.ranges == "mse":
+        strict = _strict_int8(graph_def, inputs, outputs, options, samples, where, progress)
+        if strict is not None:
+            return strict
     try:
         result.data = _run(configured(allow_float=False), where)
     except UserError as exc:
@@ -146,6 +172,24 @@ def convert_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence
         result.data = _run(configured(allow_float=True), where)
         result.notes.append(f"int16x8 has no int16 kernel for {', '.join(unsupported)}: left in float")
     return result
+
+
+def _strict_int8(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[str], options: ConvertOptions,
+                 samples: Sequence[dict[str, np.ndarray]], where: str,
+                 progress: Callable[[int, int], None] | None) -> Converted | None:
+    """Full int8 with narrowed activation ranges: calibrate, refine, quantize with no float op.
+    None when some op would stay float: the converter's own int8-only run then says which."""
+    from tfshrink.conversion.metadata import precision
+
+    notes: list[str] = []
+    calibrated = calibrate(graph_def, inputs, outputs, options, samples, where, progress, notes)
+    try:
+        data = quantize(calibrated, options, where)
+    except UserError:
+        return None
+    if set(precision(data).float_ops) & builtin_ops():  # custom ops stay float in any int8 model
+        return None
+    return Converted(data, notes)
 
 
 def prepare_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[str]) -> tuple[Any, list[str]]:

@@ -144,9 +144,9 @@ def fastest_int8(graph_def: Any, specs: Sequence[InputSpec], outputs: Sequence[s
     """The int8 default, quantized from one calibration: its output softmaxes in float (float
     outputs only), then the small first conv in float too if that measures faster by more than
     `MARGIN`; all int8 when the model has neither."""
-    calibrated = calibrate(graph_def, specs, outputs, options, samples, where, progress)
-    softmax = tuple(output_softmaxes(calibrated)) if options.output_type == "float32" else ()
     notes: list[str] = []
+    calibrated = calibrate(graph_def, specs, outputs, options, samples, where, progress, notes)
+    softmax = tuple(output_softmaxes(calibrated)) if options.output_type == "float32" else ()
     base = quantize(calibrated, options, where, denylisted_nodes=softmax)
     if softmax:
         notes.append(f"int8 default: the output softmax ({', '.join(softmax)}) stays float: XNNPACK has no int8 "
