@@ -97,10 +97,10 @@ def test_face_probabilities_match_float_on_held_out_real_crops(onet_int8: Onet, 
 
 
 def test_lfw_held_out_half_stays_close(onet_int8: Onet, onet_ckpt: Path) -> None:
-    """The other 100 LFW crops, held out. Faces (p ~ 1) stay within 0.03; non-faces, whose
-    probabilities go up to ~0.1 where the softmax is steepest, are within 0.03 but for int8's
-    rounding noise on a few: measured mean 0.004, one of 50 at 0.038 (float 0.040 -> 0.078).
-    int16x8 activations bring the worst to 0.008 (see the closing note), so this is int8's own."""
+    """The other 100 LFW crops, held out: every face probability within 0.03 of float, faces (p ~ 1)
+    and non-faces (p up to ~0.1, where the softmax is steepest) alike. With TFLite's min/max ranges
+    one non-face moved 0.038 (float 0.040 -> 0.078); tfshrink's default ranges (least squared error)
+    measured 0.017 at worst over all 106 held-out crops."""
     with tfshrink.load(onet_ckpt) as source:
         f_faces, f_other = _face_probability(source, onet_int8.faces), _face_probability(source, onet_int8.non_faces)
     quantized = TFLiteModel(onet_int8.path)
@@ -108,10 +108,18 @@ def test_lfw_held_out_half_stays_close(onet_int8: Onet, onet_ckpt: Path) -> None
         q_faces, q_other = _face_probability(quantized, onet_int8.faces), _face_probability(quantized, onet_int8.non_faces)
     finally:
         quantized.close()
-    assert np.abs(q_faces - f_faces).max() <= 0.03
+    assert np.abs(q_faces - f_faces).max() <= 0.03, np.round(np.sort(np.abs(q_faces - f_faces))[-5:], 4)
     err = np.abs(q_other - f_other)
-    assert err.mean() <= 0.01 and np.mean(err <= 0.03) >= 0.95 and err.max() <= 0.06, np.round(np.sort(err)[-5:], 4)
+    assert err.max() <= 0.03 and err.mean() <= 0.01, np.round(np.sort(err)[-5:], 4)
     assert np.array_equal(q_faces > 0.5, f_faces > 0.5) and np.array_equal(q_other > 0.5, f_other > 0.5)
+
+
+def test_ranges_were_narrowed_and_said(onet_int8: Onet) -> None:
+    """The default ranges are the least-squared-error ones, and convert says how many it narrowed."""
+    r = onet_int8.result
+    assert r.defaults["activation_ranges"] == "mse"
+    note = next(n for n in r.notes if n.startswith("activation ranges:"))
+    assert "narrowed" in note and "--activation-ranges minmax" in note
 
 
 def test_verify_and_inspect_reuse_the_stored_preprocessing(onet_int8: Onet, onet_ckpt: Path, tmp_path: Path,
