@@ -262,8 +262,8 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                 notes.append(f"--quantize {mode} needs no calibration; the calibration samples are used to verify")
         options = ConvertOptions(mode, in_type, out_type, allow_custom_ops, select_tf_ops, () if auto else keep,
                                  activation_ranges)
-        if mode == "int8" and not qat and calib is not None and activation_ranges == "mse":
-            defaults["activation_ranges"] = "mse"
+        if mode == "int8" and not qat and calib is not None:
+            defaults["activation_ranges"] = activation_ranges
         if qat:  # the FakeQuant patterns stay as trained: no activation rewrites
             graph_def = frozen.graph_def
         else:

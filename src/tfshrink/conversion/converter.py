@@ -119,7 +119,7 @@ def refine_ranges(calibrated: bytes, inputs: Sequence[InputSpec], samples: Seque
         return calibrated
     try:
         refined = refine(calibrated, inputs, samples)
-    except Exception as exc:  # LiteRT cannot run it here (Select TF ops): keep the min/max ranges
+    except (RuntimeError, ValueError) as exc:  # LiteRT cannot run it here (Select TF ops): keep min/max
         if notes is not None:
             notes.append(f"activation ranges: min/max (narrowing them needs the model to run in LiteRT here: "
                          f"{first_line(exc)[:120]})")
@@ -153,15 +153,11 @@ def convert_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence
         return configured_converter(graph_def, inputs, outputs, options, samples, where, allow_float=allow_float,
                                     progress=progress)
 
-    if mode == "int8" and options.keep_float:
+    if mode == "int8" and (options.keep_float or (samples and options.ranges == "mse")):
         calibrated = calibrate(graph_def, inputs, outputs, options, samples, where, progress, result.notes)
         ops, nodes, result.kept_float = resolve_keep_float(options.keep_float, calibrated)
         result.data = quantize(calibrated, options, where, denylisted_ops=ops, denylisted_nodes=nodes)
         return result
-    if mode == "int8" and samples and options.ranges == "mse":
-        strict = _strict_int8(graph_def, inputs, outputs, options, samples, where, progress)
-        if strict is not None:
-            return strict
     try:
         result.data = _run(configured(allow_float=False), where)
     except UserError as exc:
@@ -172,24 +168,6 @@ def convert_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence
         result.data = _run(configured(allow_float=True), where)
         result.notes.append(f"int16x8 has no int16 kernel for {', '.join(unsupported)}: left in float")
     return result
-
-
-def _strict_int8(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[str], options: ConvertOptions,
-                 samples: Sequence[dict[str, np.ndarray]], where: str,
-                 progress: Callable[[int, int], None] | None) -> Converted | None:
-    """Full int8 with narrowed activation ranges: calibrate, refine, quantize with no float op.
-    None when some op would stay float: the converter's own int8-only run then says which."""
-    from tfshrink.conversion.metadata import precision
-
-    notes: list[str] = []
-    calibrated = calibrate(graph_def, inputs, outputs, options, samples, where, progress, notes)
-    try:
-        data = quantize(calibrated, options, where)
-    except UserError:
-        return None
-    if set(precision(data).float_ops) & builtin_ops():  # custom ops stay float in any int8 model
-        return None
-    return Converted(data, notes)
 
 
 def prepare_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[str]) -> tuple[Any, list[str]]:

@@ -101,24 +101,24 @@ def best_range(counts: np.ndarray, zeros: int, lo: float, hi: float) -> tuple[fl
     return float(los[j]), float(his[i])
 
 
-def _ranged(calibrated: bytearray) -> tuple[Any, dict[int, tuple[str, Any, Any]]]:
-    """(subgraph, tensor index -> (name, min view, max view)) for the activations with one
-    recorded range, not model inputs or outputs; the views write into `calibrated`."""
+def _ranged(calibrated: bytearray) -> dict[int, tuple[str, Any, Any]]:
+    """Tensor index -> (name, min view, max view) for the float activations with one recorded,
+    non-empty range, not model inputs or outputs; the views write into `calibrated`."""
     from tfshrink.model.flatbuffer import schema
 
-    sub = schema().Model.GetRootAs(calibrated, 0).Subgraphs(0)
+    fb = schema()
+    sub = fb.Model.GetRootAs(calibrated, 0).Subgraphs(0)
     edges = {int(sub.Inputs(i)) for i in range(sub.InputsLength())} | \
         {int(sub.Outputs(i)) for i in range(sub.OutputsLength())}
     found = {}
     for i in range(sub.TensorsLength()):
         tensor = sub.Tensors(i)
         q = tensor.Quantization()
-        if i in edges or q is None or q.MinLength() != 1 or q.MaxLength() != 1:
-            continue
-        if tensor.Type() != schema().TensorType.FLOAT32:
+        if i in edges or tensor.Type() != fb.TensorType.FLOAT32 or q is None or q.MinLength() != 1 \
+                or q.MaxLength() != 1 or min(q.Min(0), 0.0) >= max(q.Max(0), 0.0):
             continue
         found[i] = ((tensor.Name() or b"").decode(), q.MinAsNumpy(), q.MaxAsNumpy())
-    return sub, found
+    return found
 
 
 def refine(calibrated: bytes, inputs: Sequence[InputSpec], samples: Sequence[dict[str, np.ndarray]]) -> Refined:
@@ -127,7 +127,7 @@ def refine(calibrated: bytes, inputs: Sequence[InputSpec], samples: Sequence[dic
     from ai_edge_litert.interpreter import Interpreter
 
     data = bytearray(calibrated)
-    _, ranged = _ranged(data)
+    ranged = _ranged(data)
     if not ranged or not samples:
         return Refined(bytes(data), len(ranged), (), len(samples))
     with _tf.quiet_native(), warnings.catch_warnings():  # keeping all tensors is "for debugging": it is meant
@@ -142,10 +142,7 @@ def refine(calibrated: bytes, inputs: Sequence[InputSpec], samples: Sequence[dic
         for detail, spec in zip(details, inputs, strict=True):
             interpreter.set_tensor(detail["index"], np.asarray(feed[spec.name], detail["dtype"]))
         interpreter.invoke()
-        for i in ranged:
-            lo, hi = bounds[i]
-            if hi <= lo:
-                continue
+        for i, (lo, hi) in bounds.items():
             values = interpreter.get_tensor(i).ravel()
             zeros[i] += int(np.count_nonzero(values == 0))
             index = np.clip(((values - lo) * (BINS / (hi - lo))).astype(np.int64), 0, BINS - 1)
@@ -158,4 +155,3 @@ def refine(calibrated: bytes, inputs: Sequence[InputSpec], samples: Sequence[dic
             narrowed.append(Narrowed(name, (float(mn[0]), float(mx[0])), (new_lo, new_hi)))
             mn[0], mx[0] = new_lo, new_hi
     return Refined(bytes(data), len(ranged), tuple(narrowed), len(samples))
-
