@@ -108,8 +108,9 @@ def test_output_is_deterministic(modes: dict[str, Converted], digits: builders.D
 def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted], digits: builders.Digits,
                                                     tmp_path: Path) -> None:
     """Without --keep-float, int8 leaves the output softmax in float (XNNPACK has no int8 SOFTMAX),
-    times conv1 (1 input channel, 144 weights) in int8 against float and keeps the faster; the notes
-    say which, with both latencies."""
+    times conv1 (1 input channel, 144 weights) in int8 against float and keeps the faster; when
+    float won, it times the next layer (conv2, after the pool) in dynamic-range form the same way.
+    The notes say which, with both latencies."""
     from tfshrink.model.flatbuffer import opcode_names, schema, type_names
 
     out = tmp_path / "default.tflite"
@@ -117,20 +118,45 @@ def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted],
     assert r.defaults["output_softmax"] == {"tensors": ["probs"], "kept_float": True}
     (softmax_note,) = [n for n in r.notes if n.startswith("int8 default: the output softmax (probs) stays float")]
     assert "XNNPACK has no int8 SOFTMAX" in softmax_note and "--keep-float none" in softmax_note
-    (note,) = [n for n in r.notes if n.startswith("int8 default:") and n != softmax_note]
+    (note,) = [n for n in r.notes if n.startswith("int8 default:") and "the first conv" in n and n != softmax_note]
     first = r.defaults["first_conv"]
     assert "conv1" in first["tensor"] and first["int8_p50_ms"] > 0 and first["first_conv_float_p50_ms"] > 0
     assert f"{first['int8_p50_ms']:.4g} ms" in note and f"{first['first_conv_float_p50_ms']:.4g} ms" in note
     assert not any("stayed float" in w for w in r.warnings)
-    chosen = "2 op(s) stayed float as the int8 default chose" if first["kept_float"] else \
-        "1 op(s) stayed float as the int8 default chose"
-    assert any(n.startswith(chosen) for n in r.notes), r.notes
-    if first["kept_float"]:
-        assert first["first_conv_float_p50_ms"] < 0.95 * first["int8_p50_ms"]
-        assert "measured faster" in note and r.precision.float_ops == {"CONV_2D": 1, "SOFTMAX": 1}
-        assert r.kept_float == {"default": ["probs", first["tensor"]]} and r.defaults["ops"] == "TFLITE_BUILTINS"
-    else:
+    leading = r.defaults.get("leading_layers", [])
+    kept_leading = [s for s in leading if s["kept"]]
+    if not first["kept_float"]:
+        assert not leading
         assert note.startswith("int8 default: int8 but the output softmax") and r.precision.float_ops == {"SOFTMAX": 1}
+        assert any(n.startswith("1 op(s) stayed float as the int8 default chose") for n in r.notes), r.notes
+    else:
+        assert first["first_conv_float_p50_ms"] < 0.95 * first["int8_p50_ms"]
+        assert "measured faster" in note and r.defaults["ops"] == "TFLITE_BUILTINS"
+        # the next layer was timed in dynamic-range form: conv2 (16 -> 32 channels, 4,608 weights) after the pool
+        step = leading[0]
+        assert "conv2" in step["tensor"] and step["op"] == "CONV_2D" and step["dynamic_range"] is True
+        assert len(step["between"]) == 1 and "pool" in step["between"][0]
+        assert step["int8_p50_ms"] > 0 and step["dynamic_range_p50_ms"] > 0
+        assert step["kept"] == (step["dynamic_range_p50_ms"] < 0.95 * step["int8_p50_ms"])
+        (step_note,) = [n for n in r.notes if n.startswith("int8 default: CONV_2D") and "conv2" in n]
+        assert f"{step['dynamic_range_p50_ms']:.4g} ms" in step_note and f"{step['int8_p50_ms']:.4g} ms" in step_note
+        assert all(not s["kept"] for s in leading[len(kept_leading):])  # the search stops at the first miss
+        float_tensors = ["probs", first["tensor"]] + [t for s in kept_leading for t in (*s["between"], s["tensor"])]
+        assert r.kept_float == {"default": float_tensors}
+        expected = {"CONV_2D": 1 + sum(s["op"] == "CONV_2D" for s in kept_leading), "SOFTMAX": 1}
+        if kept_leading:
+            expected["MAX_POOL_2D"] = 1
+        assert {op: n for op, n in r.precision.float_ops.items()} == expected
+        count = sum(expected.values())
+        assert any(n.startswith(f"{count} op(s) stayed float as the int8 default chose") for n in r.notes), r.notes
+        if kept_leading:  # conv2 runs as a dynamic-range model runs it: int8 weights, float activations
+            model = schema().Model.GetRootAs(out.read_bytes(), 0)
+            sub = model.Subgraphs(0)
+            (conv2,) = [sub.Operators(i) for i in range(sub.OperatorsLength())
+                        if (sub.Tensors(sub.Operators(i).Outputs(0)).Name() or b"").decode() == step["tensor"]]
+            assert type_names()[sub.Tensors(conv2.Inputs(1)).Type()] == "INT8"
+            assert type_names()[sub.Tensors(conv2.Inputs(0)).Type()] == "FLOAT32"
+    assert r.verification.outputs[0].cosine > 0.999 and r.verification.outputs[0].top1 >= 0.95
     # the softmax reads the dequantized int8 logits and gives the model's float output
     model = schema().Model.GetRootAs(out.read_bytes(), 0)
     sub = model.Subgraphs(0)

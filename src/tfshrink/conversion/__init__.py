@@ -462,10 +462,17 @@ def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str]
     if choice.conv is not None:
         defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": choice.kept,
                                   "int8_p50_ms": choice.int8_ms, "first_conv_float_p50_ms": choice.kept_ms}
+    if choice.leading:
+        defaults["leading_layers"] = [
+            {"tensor": s.tensor, "op": s.op, "between": [t for t, _ in s.between], "dynamic_range": s.hybrid,
+             "int8_p50_ms": s.before_ms, "dynamic_range_p50_ms": s.after_ms, "kept": s.kept} for s in choice.leading]
     if not choice.kept_float:
         return Converted(choice.data), {}
-    defaults["keep_float"] = " and ".join([*(["output softmax"] if choice.softmax else []),
-                                           *(["first conv (measured faster)"] if choice.kept else [])])
+    kept_leading = len(choice.kept_leading)
+    defaults["keep_float"] = " and ".join([
+        *(["output softmax"] if choice.softmax else []),
+        *(["first conv (measured faster)"] if choice.kept else []),
+        *([f"the next {kept_leading} layer(s) in dynamic-range form (measured faster)"] if kept_leading else [])])
     return Converted(choice.data, kept_float={"default": choice.kept_float}), choice.kept_ops
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.model.flatbuffer import opcode_names, schema, type_names
+from tfshrink.model.flatbuffer import opcode_names, pack, schema, type_names
 
 SIGNATURE_KEY = "serving_default"
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
@@ -56,35 +56,7 @@ def rewrite(data: bytes, entries: Mapping[str, bytes] | None = None,
             sig.inputs = [_tensor_map(fb, n, int(i)) for n, i in zip(names_in, sub.inputs, strict=True)]
             sig.outputs = [_tensor_map(fb, n, int(i)) for n, i in zip(names_out, sub.outputs, strict=True)]
             model.signatureDefs = [sig]
-    builder = _sharing_builder(max(1024, len(data) + 4096))
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
-def _sharing_builder(size: int) -> Any:
-    """A flatbuffers Builder that writes each distinct int64 / float32 array once and points every
-    table that holds it at that one copy, as flatbuffers allows (a vector may be referenced from
-    any number of tables). In a per-channel int8 model nearly every weight and bias has a zero-point
-    array of zeros, one int64 per channel; sharing them saves ~8 bytes per channel per tensor.
-    Weight buffers (uint8 arrays) are written as they are."""
-    import flatbuffers
-
-    class SharingBuilder(flatbuffers.Builder):  # type: ignore[misc]
-        def __init__(self, initial: int) -> None:
-            super().__init__(initial)
-            self._shared: dict[tuple[str, bytes], int] = {}
-
-        def CreateNumpyVector(self, x: Any) -> int:  # noqa: N802 (flatbuffers' name)
-            array = np.asarray(x)
-            if array.dtype not in (np.int64, np.float32) or array.ndim != 1:
-                return super().CreateNumpyVector(x)
-            key = (array.dtype.str, array.tobytes())
-            found = self._shared.get(key)
-            if found is None:
-                found = self._shared[key] = super().CreateNumpyVector(x)
-            return found
-
-    return SharingBuilder(size)
+    return pack(model, len(data))
 
 
 def _text(value: Any) -> str:

@@ -14,6 +14,14 @@ is why plain full int8 measured slower than dynamic there (digits CNN 7.4 vs 4.8
 12.7 vs 10.7 ms, LiteRT 2.x, 1 thread). So the int8 default converts both, times them in LiteRT
 on this machine, and keeps the first conv in float only when that is more than `MARGIN` faster.
 Both choices are said in convert's notes. `--keep-float none` (keep_float=("none",)) skips this: strict full int8, no float op.
+
+When the float first conv won, the same reasoning may hold one layer further: XNNPACK's int8 conv
+can also lose to its dynamic-range kernel on the small convs right after it (digits CNN, no VNNI:
+conv2, 16->32 channels on a 4x4 map, 2.6 us int8 against 2.1 us dynamic-range). So the default then
+times the next weighted layer (CONV_2D, DEPTHWISE_CONV_2D or FULLY_CONNECTED), and the ops between,
+in the form a dynamic-range model runs them: float activations, int8 per-channel weights
+(tfshrink.conversion.hybrid). It keeps each step that is more than `MARGIN` faster and stops at
+the first that is not, after at most `MAX_LEADING` layers in all: the rest stays int8.
 """
 
 from __future__ import annotations
@@ -30,12 +38,16 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.conversion.calibration import InputSpec
 from tfshrink.conversion.converter import ConvertOptions, calibrate, quantize
+from tfshrink.conversion.hybrid import hybridize
 
 MARGIN = 0.05  # keep the first conv in float only when that is more than 5% faster
 ROUNDS = 3  # interleaved timing rounds ...
-RUNS = 30  # ... of this many timed runs per model
+RUNS = 30  # ... of at least this many timed runs per model ...
+MIN_TURN_S = 0.05  # ... and at least this long (a model of a few microseconds: thousands of runs)
 MAX_CHANNELS = 4  # an image input: gray, RGB, RGBA
 MAX_WEIGHTS = 1024  # dynamic-range quantization leaves smaller weights in float
+MAX_LEADING = 3  # the first conv and at most two more layers in dynamic-range form
+WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,21 @@ class FirstConv:
     tensor: str  # its output tensor's name (the quantizer's denylist key)
     channels: int
     weights: int
+
+
+@dataclass(frozen=True)
+class Leading:
+    """One layer after the first conv, timed in dynamic-range form: its output tensor and op, the
+    ops between it and the layers before (output tensor -> op), the latencies of the model without
+    and with it, and whether it was kept."""
+
+    tensor: str
+    op: str
+    between: tuple[tuple[str, str], ...]
+    hybrid: bool  # its weights became int8 (False: under MAX_WEIGHTS, float as dynamic-range keeps them)
+    before_ms: float
+    after_ms: float
+    kept: bool
 
 
 @dataclass(frozen=True)
@@ -59,16 +86,33 @@ class Int8Choice:
     int8_ms: float | None
     kept_ms: float | None
     notes: tuple[str, ...]
+    leading: tuple[Leading, ...] = ()  # the layers after the first conv that were timed
+
+    @property
+    def kept_leading(self) -> list[Leading]:
+        return [step for step in self.leading if step.kept]
 
     @property
     def kept_float(self) -> list[str]:
-        """The tensors left in float (the quantizer's denylist)."""
-        return [*self.softmax, *([self.conv.tensor] if self.kept and self.conv else [])]
+        """The tensors left with float activations (the quantizer's denylist)."""
+        first = [self.conv.tensor] if self.kept and self.conv else []
+        rest = [t for step in self.kept_leading for t in (*(b for b, _ in step.between), step.tensor)]
+        return [*self.softmax, *first, *rest]
 
     @property
     def kept_ops(self) -> dict[str, int]:
-        """Op -> how many of them were left in float."""
-        return {op: n for op, n in (("SOFTMAX", len(self.softmax)), ("CONV_2D", int(self.kept))) if n}
+        """Op -> how many of them were left with float activations."""
+        counts: dict[str, int] = {}
+        ops = [*(["SOFTMAX"] * len(self.softmax)), *(["CONV_2D"] if self.kept and self.conv else []),
+               *(op for step in self.kept_leading for op in (*(o for _, o in step.between), step.op))]
+        for op in ops:
+            counts[op] = counts.get(op, 0) + 1
+        return counts
+
+    @property
+    def hybrid(self) -> list[str]:
+        """The layers that run in dynamic-range form (float activations, int8 weights)."""
+        return [step.tensor for step in self.kept_leading if step.hybrid]
 
 
 def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
@@ -111,9 +155,28 @@ def small_first_conv(data: bytes) -> FirstConv | None:
     return None
 
 
+def next_layer(data: bytes, after: str) -> tuple[str, str, list[tuple[str, str]]] | None:
+    """The first CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED after the op whose output tensor is
+    `after`, in the model's op order: (its output tensor, its op, [(output tensor, op)] of the ops
+    between); None when there is none or a SOFTMAX comes first."""
+    sub, ops = _ops(data)
+    names = [(sub.Tensors(op.Outputs(0)).Name() or b"").decode() for _, op in ops]
+    if after not in names:
+        return None
+    between: list[tuple[str, str]] = []
+    for (name, op), tensor in zip(ops[names.index(after) + 1:], names[names.index(after) + 1:], strict=True):
+        if name == "SOFTMAX" or op.OutputsLength() != 1:
+            return None
+        if name in WEIGHTED:
+            return tensor, name, between
+        between.append((tensor, name))
+    return None
+
+
 def interleaved_latency(models: Sequence[bytes], rounds: int = ROUNDS, runs: int = RUNS) -> list[float]:
     """Median p50 latency (ms) of each model in LiteRT (XNNPACK, 1 thread), timed in turns
-    (`rounds` rounds of `runs` runs each) so that all see the same machine load."""
+    (`rounds` rounds of at least `runs` runs and MIN_TURN_S seconds each) so that all see the
+    same machine load."""
     from tfshrink.benchmarking import latency_stats, measure
     from tfshrink.benchmarking.runners import open_runner
 
@@ -131,7 +194,7 @@ def interleaved_latency(models: Sequence[bytes], rounds: int = ROUNDS, runs: int
             p50s: list[list[float]] = [[] for _ in models]
             for _ in range(rounds):
                 for i, runner in enumerate(runners):
-                    p50s[i].append(latency_stats(measure(runner.invoke, runs=runs))["p50"])
+                    p50s[i].append(latency_stats(measure(runner.invoke, runs=runs, min_seconds=MIN_TURN_S))["p50"])
         finally:
             for runner in runners:
                 runner.close()
@@ -165,13 +228,49 @@ def fastest_int8(graph_def: Any, specs: Sequence[InputSpec], outputs: Sequence[s
     except Exception as exc:  # LiteRT here cannot run one of them (custom ops): int8 first conv
         notes.append(f"int8 default: {rest}; {what} was not timed in float ({str(exc).splitlines()[0][:120]})")
         return Int8Choice(base, softmax, conv, False, None, None, tuple(notes))
-    timing = (f"LiteRT XNNPACK, 1 thread, median of {ROUNDS} interleaved rounds of {RUNS} runs on this machine; "
+    timing = (f"LiteRT XNNPACK, 1 thread, median of {ROUNDS} interleaved rounds of >= {RUNS} runs and >= {MIN_TURN_S:g} s "
+              "on this machine; "
               "--keep-float none forbids any float op")
     if kept_ms < int8_ms * (1.0 - MARGIN):
         notes.append(f"int8 default: kept {what} in float, measured faster: p50 {kept_ms:.4g} ms vs "
                      f"{int8_ms:.4g} ms with it in int8 (XNNPACK's int8 conv is slow for so few input channels on "
                      f"CPUs without VNNI; {timing})")
-        return Int8Choice(kept, softmax, conv, True, int8_ms, kept_ms, tuple(notes))
+        data, leading = _leading_layers(calibrated, options, where, softmax, conv, kept, notes)
+        return Int8Choice(data, softmax, conv, True, int8_ms, kept_ms, tuple(notes), leading)
     notes.append(f"int8 default: {rest} (p50 {int8_ms:.4g} ms); keeping {what} in float measured "
                  f"{kept_ms:.4g} ms, not more than {MARGIN:.0%} faster ({timing})")
     return Int8Choice(base, softmax, conv, False, int8_ms, kept_ms, tuple(notes))
+
+
+def _leading_layers(calibrated: bytes, options: ConvertOptions, where: str, softmax: tuple[str, ...],
+                    conv: FirstConv, data: bytes, notes: list[str]) -> tuple[bytes, tuple[Leading, ...]]:
+    """After the float first conv won: time the next layer in dynamic-range form, one layer at a
+    time, keeping each that is more than MARGIN faster (at most MAX_LEADING layers in all)."""
+    steps: list[Leading] = []
+    denied = [*softmax, conv.tensor]
+    last = conv.tensor
+    while len(steps) < MAX_LEADING - 1:
+        found = next_layer(calibrated, last)
+        if found is None:
+            break
+        tensor, op, between = found
+        trial = [*denied, *(t for t, _ in between), tensor]
+        hybrid = hybridize(quantize(calibrated, options, where, denylisted_nodes=trial), [tensor])
+        try:
+            before_ms, after_ms = interleaved_latency([data, hybrid.data])
+        except Exception:  # LiteRT here cannot run it: stay with what was timed
+            break
+        step = Leading(tensor, op, tuple(between), bool(hybrid.layers), before_ms, after_ms,
+                       after_ms < before_ms * (1.0 - MARGIN))
+        steps.append(step)
+        form = "dynamic-range (float activations, int8 per-channel weights)" if step.hybrid else "float"
+        passing = f" with the {len(between)} op(s) before it" if between else ""
+        if not step.kept:
+            notes.append(f"int8 default: {op} {tensor}{passing} in {form} measured p50 {after_ms:.4g} ms vs "
+                         f"{before_ms:.4g} ms in int8, not more than {MARGIN:.0%} faster: it and the rest stay int8")
+            break
+        notes.append(f"int8 default: {op} {tensor}{passing} runs in {form}, as a dynamic-range model runs it: "
+                     f"measured faster, p50 {after_ms:.4g} ms vs {before_ms:.4g} ms in int8 (XNNPACK's "
+                     "dynamic-range kernel beats its int8 one on this small layer here)")
+        data, denied, last = hybrid.data, trial, tensor
+    return data, tuple(steps)
