@@ -341,10 +341,17 @@ def _print_tflite_extra(con: Any, extra: dict[str, Any]) -> None:
     if quant:
         acts = ", ".join(f"{t.lower()} {n}" for t, n in quant["activation_types"].items())
         floats = ", ".join(f"{op} x{n}" for op, n in quant["float_ops"].items()) or "none"
-        con.print(f"activations: {acts} tensors; ops left in float: {floats}")
+        con.print(f"activations: {acts} tensors; ops left in float: {floats}{_dynamic_range(quant)}")
         if quant["float_nodes"]:
             shown = ", ".join(quant["float_nodes"][:6]) + (" ..." if len(quant["float_nodes"]) > 6 else "")
             con.print(f"  float ops: {shown}")
+
+
+def _dynamic_range(precision: dict[str, Any]) -> str:
+    """' (of them in dynamic-range form, int8 weights: CONV_2D x1)' when some float ops read int8 weights."""
+    hybrid = precision.get("dynamic_range_ops") or {}
+    return f" (of them in dynamic-range form, int8 weights: {', '.join(f'{op} x{n}' for op, n in hybrid.items())})" \
+        if hybrid else ""
 
 
 @cli.command(epilog=EPILOGS["verify"])
@@ -687,7 +694,8 @@ def _print_convert(r: Any) -> None:
     if r.precision is not None:
         floats = ", ".join(f"{op} x{n}" for op, n in r.precision.float_ops.items()) or "none"
         edges = ", ".join(f"{op} x{n}" for op, n in r.precision.edge_conversions.items())
-        con.print(f"  ops left in float: {floats}" + (f"; at the edges: {edges}" if edges else ""))
+        con.print(f"  ops left in float: {floats}{_dynamic_range(r.precision.to_json())}"
+                  + (f"; at the edges: {edges}" if edges else ""))
     for item, hits in r.kept_float.items():
         con.print(f"  kept in float for --keep-float {item}: {', '.join(hits[:4])}{' ...' if len(hits) > 4 else ''}")
     if r.layers:

@@ -113,3 +113,21 @@ def test_next_layer_walks_the_model_in_op_order(leading_float: bytes) -> None:
     tensor, op, between = next_layer(leading_float, conv2)
     assert (tensor, op) == (fc, "FULLY_CONNECTED")
     assert next_layer(leading_float, "no/such/tensor") is None
+
+
+def test_inspect_names_the_dynamic_range_ops(leading_float: bytes, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from tfshrink.cli import main
+    from tfshrink.conversion.metadata import precision
+
+    conv2 = _named(_layers(leading_float), "conv2")
+    data = hybridize(leading_float, [conv2]).data
+    prec = precision(data)
+    assert prec.dynamic_range_ops == {"CONV_2D": 1} and prec.float_ops["CONV_2D"] == 2  # conv1 float, conv2 hybrid
+    assert precision(leading_float).dynamic_range_ops == {}
+    path = tmp_path / "hybrid.tflite"
+    path.write_bytes(data)
+    with pytest.raises(SystemExit) as exc:
+        main(["inspect", str(path)])
+    assert exc.value.code == 0
+    assert "of them in dynamic-range form, int8 weights: CONV_2D x1" in capsys.readouterr().out

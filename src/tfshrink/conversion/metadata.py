@@ -79,16 +79,19 @@ class Precision:
     edge_conversions: dict[str, int] = field(default_factory=dict)  # QUANTIZE/DEQUANTIZE at inputs/outputs
     inner_conversions: int = 0  # QUANTIZE/DEQUANTIZE around float ops inside the graph
     weight_dequantize: int = 0  # DEQUANTIZE of constant weights (float16 / dynamic-range)
+    dynamic_range_ops: dict[str, int] = field(default_factory=dict)  # of float_ops: those with int8 weights
 
     def to_json(self) -> dict[str, Any]:
         return {"float_ops": self.float_ops, "float_nodes": self.float_nodes,
+                "dynamic_range_ops": self.dynamic_range_ops,
                 "edge_conversions": self.edge_conversions, "inner_conversions": self.inner_conversions,
                 "weight_dequantize": self.weight_dequantize}
 
 
 def precision(data: bytes) -> Precision:
-    """Classify every op of the main subgraph: float compute, conversions at the model's edges,
-    conversions around float ops, dequantized weights. An op computes in float when a non-constant
+    """Classify every op of the main subgraph: float compute (and, of those, the dynamic-range ones
+    that read int8 weights), conversions at the model's edges, conversions around float ops,
+    dequantized weights. An op computes in float when a non-constant
     input or an output is a float tensor (QUANTIZE and DEQUANTIZE are conversions, not compute)."""
     model = schema().Model.GetRootAs(data, 0)
     types = type_names()
@@ -124,6 +127,8 @@ def precision(data: bytes) -> Precision:
             continue
         if any(is_float(t) for t in ins if not is_const(t)) or any(is_float(t) for t in outs):
             out.float_ops[name] = out.float_ops.get(name, 0) + 1
+            if any(types.get(sub.Tensors(t).Type(), "") == "INT8" for t in ins if is_const(t)):
+                out.dynamic_range_ops[name] = out.dynamic_range_ops.get(name, 0) + 1  # float activations, int8 weights
             out.float_nodes.append((sub.Tensors(outs[0]).Name() or b"").decode() if outs else name)
     out.float_ops = dict(sorted(out.float_ops.items(), key=lambda kv: (-kv[1], kv[0])))
     return out
