@@ -10,8 +10,9 @@ Run: python benchmarks/convert.py [--out DIR] [--models mobilenet_v2,digits] [--
    - digits: the CNN the tests train on scikit-learn's digits (tests/builders.py), frozen, with
      100 training images as calibration data.
 2. Every mode through tfshrink.convert with its defaults: float32, float16, dynamic, int8 (float
-   I/O, tfshrink's default: the output softmax in float, and the first conv of an image input too
-   where convert measured that more than 5% faster), int8 strict (--keep-float none: every op int8), int8 default with
+   I/O, tfshrink's default: the output softmax in float, the first conv of an image input too
+   where convert measured that more than 5% faster, and then up to two more leading layers in
+   dynamic-range form where each measured more than 5% faster), int8 strict (--keep-float none: every op int8), int8 default with
    int8 I/O, int16x8. Calibration: the digits' own images;
    for MobileNetV2 (random weights, nothing to be accurate about) seeded random inputs in [-1, 1].
    The .tflite files are cached in --out/convert (--rebuild converts again).
