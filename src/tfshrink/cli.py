@@ -630,8 +630,9 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
 @click.option("--keep-float", "keep_float", multiple=True, metavar="NODE|OP|auto|none",
               help="With --quantize int8: leave this TFLite op (CONV_2D) or TF node/scope in float (repeatable); "
                    "auto: keep the worst layers, one at a time, until --min-cosine/--max-top1-drop holds; "
-                   "none: strict full int8, no float op (by default an output softmax stays float, and a small "
-                   "first conv too where that measures faster).")
+                   "none: strict full int8, every op that has an int8 kernel in int8 (by default an output "
+                   "softmax stays float, and a small first conv and the layers after it too where that measures "
+                   "faster); an op with no int8 kernel stays float and convert warns naming it.")
 @click.option("--min-cosine", type=float, help="--keep-float auto's target: every output's cosine to the source "
               "(default 0.999).")
 @click.option("--max-top1-drop", type=float, metavar="POINTS",

@@ -173,7 +173,7 @@ def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted],
 
 
 def test_keep_float_none_is_alone(digits: builders.Digits, tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="--keep-float none forbids every float op"):
+    with pytest.raises(UserError, match="--keep-float none \\(strict full int8\\) cannot be combined"):
         tfshrink.convert(digits.keras, tmp_path / "x.tflite", quantize="int8", calibration=digits.calibration_npz,
                          keep_float=["none", "fc"])
 

@@ -169,8 +169,10 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     "int16x8" (int16 activations, needs `calibration`). The int8 default times the all-int8 model
     against the one with its small first conv (a model input of at most 4 channels, under 1,024
     weights) in float, in LiteRT on this machine, and keeps that conv in float only when it is
-    more than 5% faster (a note says which and both latencies); keep_float=["none"] forbids any
-    float op (strict full int8, no timing, the same bytes every run). calibration: a folder or
+    more than 5% faster; when it did, it times the next layers one at a time in dynamic-range form
+    (float activations, int8 weights) the same way (tfshrink.conversion.speed; notes say what and
+    both latencies). keep_float=["none"] is strict full int8: every op that has an int8 kernel in
+    int8 (an op with none stays float, with a warning), no timing, the same bytes every run. calibration: a folder or
     glob of JPEG/PNG images (needs `preprocess`), an .npy/.npz (keyed by input name), or "random".
     preprocess: a SPEC such as "size=224x224,mean=127.5,std=127.5,color=rgb", stored in the model.
     input_shapes fix unknown dims (batch defaults to 1). inputs/outputs pick the tensors to convert
@@ -196,7 +198,8 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         raise UserError(f"--keep-float works with --quantize int8, not {mode}", "add --quantize int8")
     strict = any(k.lower() == "none" for k in keep)
     if strict and len(keep) > 1:
-        raise UserError("--keep-float none forbids every float op", "give none alone, or name the layers/ops")
+        raise UserError("--keep-float none (strict full int8) cannot be combined with other --keep-float items",
+                        "give none alone, or name only the layers/ops to keep in float")
     if strict:
         keep = ()
     auto = any(k.lower() == "auto" for k in keep)

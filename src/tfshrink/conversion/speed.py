@@ -13,7 +13,8 @@ dynamic-range model keeps that conv in float anyway (its weights are under 1,024
 is why plain full int8 measured slower than dynamic there (digits CNN 7.4 vs 4.8 µs; MobileNetV2
 12.7 vs 10.7 ms, LiteRT 2.x, 1 thread). So the int8 default converts both, times them in LiteRT
 on this machine, and keeps the first conv in float only when that is more than `MARGIN` faster.
-Both choices are said in convert's notes. `--keep-float none` (keep_float=("none",)) skips this: strict full int8, no float op.
+Both choices are said in convert's notes. `--keep-float none` (keep_float=("none",)) skips this:
+strict full int8, every op that has an int8 kernel in int8.
 
 When the float first conv won, the same reasoning may hold one layer further: XNNPACK's int8 conv
 can also lose to its dynamic-range kernel on the small convs right after it (digits CNN, no VNNI:
@@ -215,7 +216,7 @@ def fastest_int8(graph_def: Any, specs: Sequence[InputSpec], outputs: Sequence[s
         notes.append(f"int8 default: the output softmax ({', '.join(softmax)}) stays float: XNNPACK has no int8 "
                      "SOFTMAX, so an int8 one runs outside the delegate and its probabilities come in steps of "
                      "1/256; the int8 logits are dequantized into a float softmax instead (--keep-float none "
-                     "forbids any float op)")
+                     "makes it int8 too)")
     conv = small_first_conv(calibrated)
     if conv is None:
         return Int8Choice(base, softmax, None, False, None, None, tuple(notes))
@@ -230,7 +231,7 @@ def fastest_int8(graph_def: Any, specs: Sequence[InputSpec], outputs: Sequence[s
         return Int8Choice(base, softmax, conv, False, None, None, tuple(notes))
     timing = (f"LiteRT XNNPACK, 1 thread, median of {ROUNDS} interleaved rounds of >= {RUNS} runs and >= {MIN_TURN_S:g} s "
               "on this machine; "
-              "--keep-float none forbids any float op")
+              "--keep-float none skips this timing: all int8")
     if kept_ms < int8_ms * (1.0 - MARGIN):
         notes.append(f"int8 default: kept {what} in float, measured faster: p50 {kept_ms:.4g} ms vs "
                      f"{int8_ms:.4g} ms with it in int8 (XNNPACK's int8 conv is slow for so few input channels on "
