@@ -40,6 +40,7 @@ from tfshrink import _tf
 from tfshrink.conversion.calibration import InputSpec
 from tfshrink.conversion.converter import ConvertOptions, calibrate, quantize
 from tfshrink.conversion.hybrid import hybridize
+from tfshrink.errors import UserError
 
 MARGIN = 0.05  # keep the first conv in float only when that is more than 5% faster
 ROUNDS = 3  # interleaved timing rounds ...
@@ -256,7 +257,10 @@ def _leading_layers(calibrated: bytes, options: ConvertOptions, where: str, soft
             break
         tensor, op, between = found
         trial = [*denied, *(t for t, _ in between), tensor]
-        hybrid = hybridize(quantize(calibrated, options, where, denylisted_nodes=trial), [tensor])
+        try:
+            hybrid = hybridize(quantize(calibrated, options, where, denylisted_nodes=trial), [tensor])
+        except UserError:  # the quantizer refused this split: the default is what was already timed
+            break
         try:
             before_ms, after_ms = interleaved_latency([data, hybrid.data])
         except Exception:  # LiteRT here cannot run it: stay with what was timed
