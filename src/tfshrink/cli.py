@@ -340,18 +340,22 @@ def _print_tflite_extra(con: Any, extra: dict[str, Any]) -> None:
     quant = extra.get("quantization")
     if quant:
         acts = ", ".join(f"{t.lower()} {n}" for t, n in quant["activation_types"].items())
-        floats = ", ".join(f"{op} x{n}" for op, n in quant["float_ops"].items()) or "none"
-        con.print(f"activations: {acts} tensors; ops left in float: {floats}{_dynamic_range(quant)}")
+        floats = _op_counts(quant["float_ops"]) or "none"
+        con.print(f"activations: {acts} tensors; ops left in float: {floats}"
+                  f"{_dynamic_range(quant.get('dynamic_range_ops'))}")
         if quant["float_nodes"]:
             shown = ", ".join(quant["float_nodes"][:6]) + (" ..." if len(quant["float_nodes"]) > 6 else "")
             con.print(f"  float ops: {shown}")
 
 
-def _dynamic_range(precision: dict[str, Any]) -> str:
+def _op_counts(counts: dict[str, int]) -> str:
+    """'CONV_2D x2, SOFTMAX x1' ('' for none)."""
+    return ", ".join(f"{op} x{n}" for op, n in counts.items())
+
+
+def _dynamic_range(counts: dict[str, int] | None) -> str:
     """' (of them in dynamic-range form, int8 weights: CONV_2D x1)' when some float ops read int8 weights."""
-    hybrid = precision.get("dynamic_range_ops") or {}
-    return f" (of them in dynamic-range form, int8 weights: {', '.join(f'{op} x{n}' for op, n in hybrid.items())})" \
-        if hybrid else ""
+    return f" (of them in dynamic-range form, int8 weights: {_op_counts(counts)})" if counts else ""
 
 
 @cli.command(epilog=EPILOGS["verify"])
@@ -693,9 +697,9 @@ def _print_convert(r: Any) -> None:
             pairs = ", ".join(f"{a:.6g}*p{b:+.6g}" for a, b in zip(q.pixel_scale, q.pixel_offset, strict=True))
             con.print(f"  {q.dtype} input: scale={q.scale:.6g} zero_point={q.zero_point}; raw pixel p -> q = round({pairs})")
     if r.precision is not None:
-        floats = ", ".join(f"{op} x{n}" for op, n in r.precision.float_ops.items()) or "none"
-        edges = ", ".join(f"{op} x{n}" for op, n in r.precision.edge_conversions.items())
-        con.print(f"  ops left in float: {floats}{_dynamic_range(r.precision.to_json())}"
+        floats = _op_counts(r.precision.float_ops) or "none"
+        edges = _op_counts(r.precision.edge_conversions)
+        con.print(f"  ops left in float: {floats}{_dynamic_range(r.precision.dynamic_range_ops)}"
                   + (f"; at the edges: {edges}" if edges else ""))
     for item, hits in r.kept_float.items():
         con.print(f"  kept in float for --keep-float {item}: {', '.join(hits[:4])}{' ...' if len(hits) > 4 else ''}")
@@ -925,7 +929,7 @@ def _print_qat(r: Any) -> None:
         con.print(f"  {r.metric} on {r.val_samples} validation samples: " + ", ".join(parts))
     c = r.convert
     if c is not None:
-        floats = ", ".join(f"{op} x{n}" for op, n in c.float_ops.items()) or "none"
+        floats = _op_counts(c.float_ops) or "none"
         con.print(f"  tflite: {c.output} ({c.bytes:,} bytes), int8 with {c.input_type} input and {c.output_type} "
                   f"output; ops left in float: {floats}")
         con.print("  ops: " + ", ".join(f"{op} {n}" for op, n in c.ops.items()))

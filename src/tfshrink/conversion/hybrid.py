@@ -13,13 +13,14 @@ and the model's min_runtime_version rise to what the hybrid kernel needs.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from tfshrink.model.flatbuffer import op_names, pack, schema, type_names
+from tfshrink.model.flatbuffer import op_names, pack, schema, text, type_names
 
 MIN_WEIGHTS = 1024  # TFLite's dynamic-range quantizer leaves smaller weight tensors in float
 # op -> (axis of the output channels in its weights, op version of the hybrid per-channel kernel as
@@ -49,15 +50,13 @@ def hybridize(data: bytes, layers: Collection[str]) -> Hybrid:
     sub = model.subgraphs[0]
     names = op_names()
     float32, int8 = (next(k for k, v in type_names().items() if v == t) for t in ("FLOAT32", "INT8"))
-    users: dict[int, int] = {}
-    for t in sub.tensors:
-        users[t.buffer] = users.get(t.buffer, 0) + 1
+    users = Counter(t.buffer for t in sub.tensors)
     done: list[str] = []
     runtime = ""
     for op in sub.operators or []:
         code = model.operatorCodes[op.opcodeIndex]
         name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "")
-        if name not in HYBRID or len(op.inputs) < 2 or _name(sub.tensors[op.outputs[0]]) not in layers:
+        if name not in HYBRID or len(op.inputs) < 2 or text(sub.tensors[op.outputs[0]].name) not in layers:
             continue
         x, w = sub.tensors[op.inputs[0]], sub.tensors[op.inputs[1]]
         buffer = model.buffers[w.buffer] if 0 < w.buffer < len(model.buffers) else None
@@ -82,7 +81,7 @@ def hybridize(data: bytes, layers: Collection[str]) -> Hybrid:
             op.builtinOptions.asymmetricQuantizeInputs = True  # as the dynamic-range converter sets it
         code.version = max(code.version, version)
         runtime = max(runtime, needs, key=_version_key)
-        done.append(_name(sub.tensors[op.outputs[0]]))
+        done.append(text(sub.tensors[op.outputs[0]].name))
     if not done:
         return Hybrid(data, ())
     _raise_min_runtime(model, runtime)
@@ -104,7 +103,7 @@ def _per_channel_int8(weights: np.ndarray, axis: int) -> tuple[np.ndarray, np.nd
 def _raise_min_runtime(model: Any, needs: str) -> None:
     """Set the model's min_runtime_version metadata to `needs` where it says less."""
     for entry in model.metadata or []:
-        if _text(entry.name) != _RUNTIME_KEY:
+        if text(entry.name) != _RUNTIME_KEY:
             continue
         buffer = model.buffers[entry.buffer]
         raw = bytes(buffer.data) if buffer.data is not None else b""
@@ -119,11 +118,3 @@ def _version_key(text: str) -> tuple[int, ...]:
         digits = "".join(ch for ch in part if ch.isdigit())
         parts.append(int(digits) if digits else 0)
     return tuple(parts)
-
-
-def _name(tensor: Any) -> str:
-    return _text(tensor.name)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.model.flatbuffer import opcode_names, pack, schema, type_names
+from tfshrink.model.flatbuffer import opcode_names, pack, schema, text, type_names
 
 SIGNATURE_KEY = "serving_default"
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
@@ -37,7 +37,7 @@ def rewrite(data: bytes, entries: Mapping[str, bytes] | None = None,
     for name, payload in (entries or {}).items():
         buffer = fb.BufferT()
         buffer.data = np.frombuffer(payload, dtype=np.uint8)
-        existing = [m for m in (model.metadata or []) if _text(m.name) == name]
+        existing = [m for m in (model.metadata or []) if text(m.name) == name]
         if existing:
             model.buffers[existing[0].buffer] = buffer
             continue
@@ -57,10 +57,6 @@ def rewrite(data: bytes, entries: Mapping[str, bytes] | None = None,
             sig.outputs = [_tensor_map(fb, n, int(i)) for n, i in zip(names_out, sub.outputs, strict=True)]
             model.signatureDefs = [sig]
     return pack(model, len(data))
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value or "")
 
 
 def _tensor_map(fb: Any, name: str, index: int) -> Any:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import statistics
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.conversion.calibration import InputSpec
 from tfshrink.conversion.converter import ConvertOptions, calibrate, quantize
-from tfshrink.conversion.hybrid import hybridize
+from tfshrink.conversion.hybrid import MIN_WEIGHTS, hybridize
 from tfshrink.errors import UserError
 
 MARGIN = 0.05  # keep the first conv in float only when that is more than 5% faster
@@ -47,7 +48,6 @@ ROUNDS = 3  # interleaved timing rounds ...
 RUNS = 30  # ... of at least this many timed runs per model ...
 MIN_TURN_S = 0.05  # ... and at least this long (a model of a few microseconds: thousands of runs)
 MAX_CHANNELS = 4  # an image input: gray, RGB, RGBA
-MAX_WEIGHTS = 1024  # dynamic-range quantization leaves smaller weights in float
 MAX_LEADING = 3  # the first conv and at most two more layers in dynamic-range form
 WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -70,7 +70,7 @@ class Leading:
     tensor: str
     op: str
     between: tuple[tuple[str, str], ...]
-    hybrid: bool  # its weights became int8 (False: under MAX_WEIGHTS, float as dynamic-range keeps them)
+    hybrid: bool  # its weights became int8 (False: under MIN_WEIGHTS, float as dynamic-range keeps them)
     before_ms: float
     after_ms: float
     kept: bool
@@ -104,17 +104,8 @@ class Int8Choice:
     @property
     def kept_ops(self) -> dict[str, int]:
         """Op -> how many of them were left with float activations."""
-        counts: dict[str, int] = {}
-        ops = [*(["SOFTMAX"] * len(self.softmax)), *(["CONV_2D"] if self.kept and self.conv else []),
-               *(op for step in self.kept_leading for op in (*(o for _, o in step.between), step.op))]
-        for op in ops:
-            counts[op] = counts.get(op, 0) + 1
-        return counts
-
-    @property
-    def hybrid(self) -> list[str]:
-        """The layers that run in dynamic-range form (float activations, int8 weights)."""
-        return [step.tensor for step in self.kept_leading if step.hybrid]
+        return dict(Counter([*(["SOFTMAX"] * len(self.softmax)), *(["CONV_2D"] if self.kept and self.conv else []),
+                             *(op for step in self.kept_leading for op in (*(o for _, o in step.between), step.op))]))
 
 
 def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
@@ -140,7 +131,7 @@ def output_softmaxes(data: bytes) -> list[str]:
 def small_first_conv(data: bytes) -> FirstConv | None:
     """The CONV_2D of a TFLite model that reads a model input (directly, or through the QUANTIZE
     of an int8 model's float input) with at most `MAX_CHANNELS` channels and has fewer than
-    `MAX_WEIGHTS` weights; None when there is none."""
+    `MIN_WEIGHTS` weights; None when there is none."""
     sub, ops = _ops(data)
     inputs = {int(sub.Inputs(i)) for i in range(sub.InputsLength())}
     inputs |= {int(op.Outputs(0)) for name, op in ops if name == "QUANTIZE" and int(op.Inputs(0)) in inputs}
@@ -152,7 +143,7 @@ def small_first_conv(data: bytes) -> FirstConv | None:
         if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray) or not len(x):
             continue
         channels, weights = int(x[-1]), int(np.prod(w))
-        if 0 < channels <= MAX_CHANNELS and weights < MAX_WEIGHTS:
+        if 0 < channels <= MAX_CHANNELS and weights < MIN_WEIGHTS:
             return FirstConv((sub.Tensors(op.Outputs(0)).Name() or b"").decode(), channels, weights)
     return None
 
@@ -165,8 +156,9 @@ def next_layer(data: bytes, after: str) -> tuple[str, str, list[tuple[str, str]]
     names = [(sub.Tensors(op.Outputs(0)).Name() or b"").decode() for _, op in ops]
     if after not in names:
         return None
+    start = names.index(after) + 1
     between: list[tuple[str, str]] = []
-    for (name, op), tensor in zip(ops[names.index(after) + 1:], names[names.index(after) + 1:], strict=True):
+    for (name, op), tensor in zip(ops[start:], names[start:], strict=True):
         if name == "SOFTMAX" or op.OutputsLength() != 1:
             return None
         if name in WEIGHTED:

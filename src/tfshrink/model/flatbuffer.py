@@ -32,6 +32,11 @@ def type_names() -> dict[int, str]:
     return _enum_names(schema().TensorType)
 
 
+def text(value: Any) -> str:
+    """A flatbuffer string field (bytes in the object API, None when absent) as str."""
+    return value.decode() if isinstance(value, bytes) else str(value or "")
+
+
 def builtin_ops() -> set[str]:
     """Every builtin op name TFLite's schema knows."""
     return set(op_names().values())
