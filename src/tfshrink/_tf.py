@@ -139,6 +139,38 @@ def op_def(op_type: str) -> Any | None:
     return op_def_registry.get(op_type)
 
 
+def load_v1_saved_model(session: Any, tags: Sequence[str], path: str) -> Any:
+    """tf.compat.v1.saved_model.loader.load, without its deprecation warning: the TF1 loader is
+    the only public way to run a SavedModel whose Python object graph tf.saved_model.load cannot
+    rebuild. Returns the loaded MetaGraphDef."""
+    tf_ = tf()
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logger = tf_.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")
+        try:
+            return tf_.compat.v1.saved_model.loader.load(session, list(tags), path)
+        finally:
+            logger.setLevel(level)
+
+
+def evaluate_constant(graph_def: Any, tensor: str) -> Any | None:
+    """The value of `tensor` in a GraphDef that needs no feeds (a numpy array), or None when
+    TensorFlow cannot compute it."""
+    tf_ = tf()
+    graph = tf_.Graph()
+    try:
+        with graph.as_default():
+            tf_.graph_util.import_graph_def(graph_def, name="")
+        with tf_.compat.v1.Session(graph=graph) as sess:
+            return sess.run(tensor)
+    except (ValueError, KeyError, TypeError, tf_.errors.OpError):
+        return None
+
+
 def import_output_specs(graph_def: Any, outputs: Sequence[tuple[str, int]]
                         ) -> list[tuple[str, tuple[int | None, ...] | None] | None]:
     """(dtype name, static shape) of each (node, output index) of `graph_def` once imported into a

@@ -220,6 +220,7 @@ def _shape_option(f: Any) -> Any:
               help="Replace a placeholder by a constant, e.g. is_training=false (repeatable).")
 @click.option("--text", is_flag=True, help="Write protobuf text instead of binary.")
 @click.option("--signature", help="SavedModel signature (default: serving_default).")
+@click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")
 @click.option("--inputs", "feeds", type=click.Path(), help="Verify on these inputs (.npz keyed by input name).")
 @click.option("--no-verify", is_flag=True, help="Skip running the frozen graph against the source.")
 @click.option("--atol", type=float, default=1e-5, show_default=True)
@@ -227,14 +228,14 @@ def _shape_option(f: Any) -> Any:
 @_shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...], text: bool,
-           signature: str | None, feeds: str | None, no_verify: bool, atol: float, rtol: float,
+           signature: str | None, tags: str | None, feeds: str | None, no_verify: bool, atol: float, rtol: float,
            input_shapes: tuple[str, ...], as_json: bool) -> int:
     """Freeze a checkpoint, SavedModel or Keras model into one GraphDef, then verify it."""
     from tfshrink.feeds import parse_shape_overrides
     from tfshrink.freezer import freeze as run_freeze
 
     result = run_freeze(source, output, outputs=outputs, binds=list(binds), text=text,
-                        verify=not no_verify, inputs=feeds, signature=signature, atol=atol, rtol=rtol,
+                        verify=not no_verify, inputs=feeds, signature=signature, tags=tags, atol=atol, rtol=rtol,
                         shapes=parse_shape_overrides(input_shapes))
     if as_json:
         _echo_json(result)
@@ -245,6 +246,8 @@ def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...]
               f"{result.nodes} nodes, {result.bytes:,} bytes")
     con.print(f"  inputs:  {', '.join(result.inputs) or '(none)'}")
     con.print(f"  outputs: {', '.join(result.outputs)} ({how})")
+    for note in result.notes:
+        con.print(f"  note: {note}")
     if result.verification is not None:
         v = result.verification
         source = "the given inputs" if feeds else f"{v.samples} seeded random input set(s)"
@@ -257,12 +260,13 @@ def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...]
 @cli.command(epilog=EPILOGS["inspect"])
 @click.argument("model")
 @click.option("--signature", help="SavedModel signature (default: serving_default).")
+@click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def inspect(model: str, signature: str | None, as_json: bool) -> int:
+def inspect(model: str, signature: str | None, tags: str | None, as_json: bool) -> int:
     """Summarize a model: inputs, outputs, parameters, op types, and a bench command."""
     from tfshrink.inspection import inspect as run_inspect
 
-    result = run_inspect(model, signature=signature)
+    result = run_inspect(model, signature=signature, tags=tags)
     if as_json:
         _echo_json(result)
         return 0
@@ -309,6 +313,8 @@ def _print_inspect(r: Any) -> None:
     _print_tflite_extra(con, r.extra)
     if r.extra.get("signatures"):
         con.print(f"signatures: {', '.join(r.extra['signatures'])} (showing {r.extra['signature']})")
+    if r.extra.get("loader_note"):
+        con.print(f"[yellow]{r.extra['loader_note']}[/]")
     con.print("op types: " + ", ".join(f"{op} {n}" for op, n in r.op_types.items()))
     if r.extra.get("fake_quant"):
         _print_fake_quant(con, r.extra["fake_quant"])
@@ -647,13 +653,14 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
               help="int8 activation ranges: mse narrows each calibrated min/max to its least squared int8 error on "
                    "the calibration samples; minmax keeps TFLite's min/max.")
 @click.option("--signature", help="SavedModel signature (default: serving_default).")
+@click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the result with the source.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert(source: str, output: str, quantize: str, calibration: str | None, calibration_samples: int,
             preprocess: str | None, input_type: str | None, output_type: str | None, input_shapes: tuple[str, ...],
             inputs: str | None, outputs: str | None, allow_custom_ops: bool, select_tf_ops: bool,
             keep_float: tuple[str, ...], min_cosine: float | None, max_top1_drop: float | None,
-            report_dir: str | None, activation_ranges: str, signature: str | None, no_verify: bool,
+            report_dir: str | None, activation_ranges: str, signature: str | None, tags: str | None, no_verify: bool,
             as_json: bool) -> int:
     """Convert a model to TFLite (float, float16, dynamic-range, int8, int16x8) and check it against the source."""
     from tfshrink.conversion import convert as run_convert
@@ -664,7 +671,7 @@ def convert(source: str, output: str, quantize: str, calibration: str | None, ca
                              calibration_samples=calibration_samples, preprocess=preprocess, input_type=input_type,
                              output_type=output_type, input_shapes=parse_shape_overrides(input_shapes),
                              inputs=inputs, outputs=outputs, allow_custom_ops=allow_custom_ops,
-                             select_tf_ops=select_tf_ops, keep_float=keep_float, signature=signature,
+                             select_tf_ops=select_tf_ops, keep_float=keep_float, signature=signature, tags=tags,
                              verify=not no_verify, min_cosine=min_cosine, max_top1_drop=max_top1_drop,
                              report=report_dir, activation_ranges=activation_ranges, progress=step)
     _warn(result.warnings)
@@ -947,11 +954,30 @@ def demo(out_dir: str) -> int:
     return run_demo(out_dir, _console())
 
 
+def _show_loader_notes() -> None:
+    """Print LoaderNote warnings (a model read by a fallback loader) as one `note:` line on stderr."""
+    import warnings
+
+    from tfshrink.errors import LoaderNote
+
+    shown = warnings.showwarning
+
+    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+        if issubclass(category, LoaderNote):
+            click.echo(f"note: {message}", err=True)
+        else:
+            shown(message, category, *args, **kwargs)
+
+    warnings.showwarning = show
+    warnings.simplefilter("once", LoaderNote)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     from tfshrink.errors import TfshrinkError, first_line
 
+    _show_loader_notes()
     try:
         code = cli.main(args=args, prog_name="tfshrink", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

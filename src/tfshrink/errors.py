@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 
 class TfshrinkError(Exception):
     """Base of every error tfshrink raises on purpose. ``hint`` says what to do about it."""
@@ -29,7 +31,43 @@ class CheckFailed(TfshrinkError):
     exit_code = 1
 
 
+class LoaderNote(UserWarning):
+    """Said (through `warnings`) when a model was read by a fallback loader; the CLI prints it on
+    stderr as a note, whichever command loaded the model."""
+
+
+# Lines of a TensorFlow / LiteRT message that say nothing about what went wrong.
+_HEADER = re.compile(r"^(Graph execution error:?|Detected at node .*|Traceback .*|File .*|"
+                     r"Stack trace for op definition:.*|Node: .*|Original stack trace.*|"
+                     r"Function call stack:.*|\w+ \(defined at .*\).*)$")
+_NODE = re.compile(r"\{\{node ([^}]+)\}\}")
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message (TF's `message` when it has one), or its type."""
+    """The informative line of an exception's message, or its type.
+
+    TensorFlow's errors start with a header ("Graph execution error:") and a Python stack; the
+    reason (the op, the expected vs given type or shape) comes after. The header and the stack are
+    skipped, and the node TF names (``{{node X}}``) is kept when the reason line does not name it.
+    """
     text = str(getattr(exc, "message", None) or exc).strip()
-    return text.splitlines()[0][:limit] if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    lines = []
+    in_stack = False
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("Detected at node") or line.startswith("Traceback"):
+            in_stack = True  # a Python stack follows, up to "Node: 'X'" or the first unindented line
+        elif in_stack and (line.startswith("Node:") or (raw and not raw[0].isspace())):
+            in_stack = False
+        if in_stack or not line or _HEADER.match(line) or line.startswith("[["):
+            continue
+        if _NODE.fullmatch(line.removeprefix("In ").strip()):
+            continue
+        lines.append(line)
+    reason = lines[0] if lines else next(ln.strip() for ln in text.splitlines() if ln.strip())
+    node = _NODE.search(text)
+    if node and node.group(1) not in reason:
+        reason = _NODE.sub(lambda m: m.group(1), reason) + f" (node {node.group(1)})"
+    return reason[:limit]

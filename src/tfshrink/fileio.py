@@ -17,8 +17,8 @@ def _model_files(path: Path) -> set[Path]:
     files = {p.resolve()}
     if p.is_dir():
         files |= {f.resolve() for f in p.rglob("*")}
-    parent = p.parent if p.parent.exists() else None
-    if parent is not None:
+    parent = p.parent if p.parent.exists() and not p.is_dir() else None
+    if parent is not None:  # a checkpoint prefix: model.ckpt-5 -> model.ckpt-5.index, .meta, .data-*
         files |= {f.resolve() for f in parent.glob(f"{p.name}.*")}
     return files
 

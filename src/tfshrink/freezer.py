@@ -27,12 +27,14 @@ class FreezeResult:
     nodes: int
     bytes: int
     verification: VerifyResult | None
+    notes: tuple[str, ...] = ()  # how the source was read, what the freeze folded
 
     def to_json(self) -> dict[str, Any]:
         return {"source": self.source, "format": self.format, "output": self.output,
                 "inputs": list(self.inputs), "outputs": list(self.outputs),
                 "outputs_from": self.outputs_from, "nodes": self.nodes, "bytes": self.bytes,
-                "verification": self.verification.to_json() if self.verification else None}
+                "verification": self.verification.to_json() if self.verification else None,
+                "notes": list(self.notes)}
 
 
 def ambiguity_error(model: Model) -> UserError:
@@ -46,6 +48,7 @@ def ambiguity_error(model: Model) -> UserError:
 def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | str | None = None,
            binds: Mapping[str, Any] | Sequence[str] | None = None, text: bool = False,
            verify: bool = True, inputs: str | Path | None = None, signature: str | None = None,
+           tags: str | Sequence[str] | None = None,
            samples: int = 2, atol: float = 1e-5, rtol: float = 1e-4, seed: int = 0,
            shapes: Mapping[str, Sequence[int]] | None = None) -> FreezeResult:
     """Freeze `source` to `output` (.pb, or text with `text`), then compare the two on the same inputs.
@@ -57,7 +60,16 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
     out_path = check_output(output, [source])
     wanted = split_names(outputs)
     bind_map = parse_binds(binds)
-    model = load(source, signature=signature, outputs=wanted or None)
+    model = load(source, signature=signature, outputs=wanted or None, tags=tags)
+    notes: list[str] = []
+    if wanted:  # a quantization-aware graph's last layer is read after its output fake-quant
+        from tfshrink.qat.convert import quantized_outputs
+
+        swapped = quantized_outputs(model, wanted, notes)
+        if swapped != wanted:
+            model.close()
+            wanted = swapped
+            model = load(source, signature=signature, outputs=wanted, tags=tags)
     try:
         if model.format == "tflite":
             raise UserError(f"{source}: a TFLite model is already frozen", "freeze takes a checkpoint, SavedModel, Keras model or GraphDef")
@@ -76,7 +88,8 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
     finally:
         model.close()
     result = FreezeResult(str(source), model.format, str(out_path), tuple(frozen.inputs), tuple(frozen.outputs),
-                          _outputs_from(wanted, frozen), len(frozen.graph_def.node), out_path.stat().st_size, verification)
+                          _outputs_from(wanted, frozen), len(frozen.graph_def.node), out_path.stat().st_size, verification,
+                          tuple(notes + frozen.notes))
     if verification is not None and not verification.passed:
         raise CheckFailed(f"{out_path}: frozen outputs differ from {source} by up to {verification.max_abs:.3g}",
                           f"tolerance atol={atol} rtol={rtol}; inspect the graph or pass --no-verify")

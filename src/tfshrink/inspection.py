@@ -108,9 +108,9 @@ def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in files if f.is_file())
 
 
-def inspect(path: str | Path, *, signature: str | None = None) -> InspectResult:
+def inspect(path: str | Path, *, signature: str | None = None, tags: str | None = None) -> InspectResult:
     """Summarize any supported model (see InspectResult)."""
-    model = load(path, signature=signature)
+    model = load(path, signature=signature, tags=tags)
     try:
         return _inspect(model)
     finally:
@@ -155,6 +155,8 @@ def _inspect(model: Model) -> InspectResult:
                              optional_inputs=optional, candidates=tuple(c.to_json() for c in det.candidates),
                              labels=tuple(det.labels), outputs_ambiguous=det.ambiguous,
                              extra=_fake_quant(model, graph_def))
+    if model.format == "savedmodel" and hasattr(model, "meta_graph"):  # read by the TF1 loader
+        return _inspect_v1_saved_model(model, common)
     # SavedModel and Keras: the signature function's graph, and the model's variables.
     if model.format == "keras":
         fn = model.concrete_function()  # type: ignore[attr-defined]
@@ -163,9 +165,9 @@ def _inspect(model: Model) -> InspectResult:
     else:
         fn = model.fn  # type: ignore[attr-defined]
         tf_vars = list(fn.graph.variables) or list(getattr(model.loaded, "variables", []))  # type: ignore[attr-defined]
-        extra = {"signature": model.signature, "signatures": model.signature_names}  # type: ignore[attr-defined]
-    graph_def = fn.graph.as_graph_def()
-    nodes, ops, consts, control = graph_stats(graph_def)
+        extra = {"signature": model.signature, "signatures": model.signature_names,  # type: ignore[attr-defined]
+                 "loader": model.loader}
+    nodes, ops, consts, control = graph_stats(_model_graph_def(fn.graph.as_graph_def()))
     variables = tuple(TensorSpec(_var_name(v), getattr(v.dtype, "name", str(v.dtype)),  # Keras 3: dtype is a str
                                  tuple(v.shape.as_list()) if hasattr(v.shape, "as_list") else tuple(v.shape))
                       for v in tf_vars)
@@ -173,6 +175,45 @@ def _inspect(model: Model) -> InspectResult:
     return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
                          variable_parameters=sum(_prod(v.shape) for v in variables), control_edges=control,
                          variables=variables, extra=extra)
+
+
+def _inspect_v1_saved_model(model: Model, common: dict[str, Any]) -> InspectResult:
+    """A SavedModel the TF1 loader read: its MetaGraph's graph (and functions), its variables."""
+    from tfshrink.graph.shapes import dtype_name
+
+    graph, _ = model.session()  # type: ignore[attr-defined]
+    graph_def = model.meta_graph.graph_def  # type: ignore[attr-defined]
+    nodes, ops, consts, control = graph_stats(graph_def)
+    variables = []
+    for node in graph_def.node:
+        if node.op in ("VarHandleOp", "VariableV2"):
+            dims = tuple(d.size for d in node.attr["shape"].shape.dim)
+            variables.append(TensorSpec(node.name, dtype_name(node.attr["dtype"].type), dims))
+    extra = {"signature": model.signature, "signatures": model.signature_names,  # type: ignore[attr-defined]
+             "loader": model.loader, "loader_note": model.loader_note}
+    return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
+                         variable_parameters=sum(_prod(v.shape) for v in variables), control_edges=control,
+                         variables=tuple(variables), extra=extra)
+
+
+def _model_graph_def(graph_def: Any) -> Any:
+    """A tf.function's graph without what tf.function adds: a resource Placeholder per captured
+    variable, and the NoOp that automatic control dependencies hang every variable read on."""
+    captures = {n.name for n in graph_def.node if n.op == "Placeholder" and n.attr["dtype"].type == 20}
+    hooks = {n.name for n in graph_def.node
+             if n.op == "NoOp" and n.input and all(r.startswith("^") for r in n.input)}
+    out = type(graph_def)()
+    out.CopyFrom(graph_def)
+    del out.node[:]
+    for node in graph_def.node:
+        if node.name in captures or node.name in hooks:
+            continue
+        copy = out.node.add()
+        copy.CopyFrom(node)
+        refs = [r for r in node.input if r[1:] not in hooks]
+        del copy.input[:]
+        copy.input.extend(refs)
+    return out
 
 
 def _fake_quant(model: Model, graph_def: Any) -> dict[str, Any]:

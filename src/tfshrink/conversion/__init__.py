@@ -157,7 +157,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             input_shapes: Mapping[str, Sequence[int]] | Sequence[str] | None = None,
             inputs: Sequence[str] | str | None = None, outputs: Sequence[str] | str | None = None,
             allow_custom_ops: bool = False, select_tf_ops: bool = False, keep_float: Sequence[str] = (),
-            signature: str | None = None, verify: bool = True, verify_samples: int = 32, seed: int = 0,
+            signature: str | None = None, tags: str | None = None, verify: bool = True, verify_samples: int = 32, seed: int = 0,
             min_cosine: float | None = None, max_top1_drop: float | None = None,
             report: str | Path | None = None, activation_ranges: str = "mse",
             progress: Progress | None = None) -> ConvertResult:
@@ -226,7 +226,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     notes: list[str] = []
     warnings: list[str] = []
     defaults: dict[str, Any] = {}
-    model = load(source, signature=signature, outputs=split_names(outputs) or None)
+    model = load(source, signature=signature, outputs=split_names(outputs) or None, tags=tags)
     try:
         if model.format == "tflite":
             raise UserError(f"{source}: already a TFLite model",

@@ -12,11 +12,27 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfshrink import _tf
 from tfshrink.graph.ir import Graph, parse_tensor
+
+# Stateless ops a predicate typically reaches a bound placeholder through. A subgraph made only of
+# these over Const nodes always computes the same value, so it can be evaluated once at freeze time.
+PURE_OPS = frozenset({
+    "Const", "Identity", "IdentityN", "StopGradient", "Squeeze", "Reshape", "ExpandDims", "Cast",
+    "LogicalNot", "LogicalAnd", "LogicalOr", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
+    "GreaterEqual", "Select", "SelectV2", "All", "Any", "Pack", "Unpack", "GatherV2", "StridedSlice",
+    "Slice", "Add", "AddV2", "Sub", "Mul", "RealDiv", "Neg", "Abs", "Maximum", "Minimum", "Sum",
+    "Prod", "Max", "Min", "Mean", "Fill", "ZerosLike", "OnesLike", "Size", "Rank", "Transpose",
+})
 
 
 def constant_value(graph: Graph, tensor: str) -> Any | None:
-    """The Python scalar a tensor always holds, looking through Identity; None if not constant."""
+    """The Python scalar a tensor always holds; None if not constant.
+
+    Looks through Identity and self-predicated Switches at once; any other subgraph of stateless
+    ops (Squeeze, Cast, LogicalNot, comparisons...) whose leaves are all Const is evaluated in
+    TensorFlow, so `--bind is_training=false` folds however the predicate was derived.
+    """
     name, index, _ = parse_tensor(tensor)
     seen = set()
     while name not in seen:
@@ -28,19 +44,38 @@ def constant_value(graph: Graph, tensor: str) -> Any | None:
             name, index, _ = parse_tensor(node.input[0])
             continue
         if node.op == "Const" and index == 0:
-            t = node.attr["value"].tensor
-            if t.tensor_shape.dim and any(d.size != 1 for d in t.tensor_shape.dim):
-                return None
-            if t.bool_val:
-                return bool(t.bool_val[0])
-            if t.int_val:
-                return int(t.int_val[0])
-            if t.float_val:
-                return float(t.float_val[0])
-            if t.tensor_content and t.dtype == 10:  # DT_BOOL packed
-                return bool(t.tensor_content[0])
+            return _scalar(node.attr["value"].tensor)
+        if node.op in PURE_OPS:
+            return _evaluate(graph, name, index)
         return None
     return None
+
+
+def _scalar(t: Any) -> Any | None:
+    if t.tensor_shape.dim and any(d.size != 1 for d in t.tensor_shape.dim):
+        return None
+    if t.bool_val:
+        return bool(t.bool_val[0])
+    if t.int_val:
+        return int(t.int_val[0])
+    if t.float_val:
+        return float(t.float_val[0])
+    if t.tensor_content and t.dtype == 10:  # DT_BOOL packed
+        return bool(t.tensor_content[0])
+    return None
+
+
+def _evaluate(graph: Graph, name: str, index: int) -> Any | None:
+    """Run the constant subgraph behind `name:index` when every node of it is pure; its value if
+    it is a single element, else None."""
+    needed = graph.ancestors([name])
+    if len(needed) > 200 or any(graph.node(n).op not in PURE_OPS for n in needed):
+        return None
+    value = _tf.evaluate_constant(graph.subgraph_def(needed), f"{name}:{index}")
+    if value is None or value.size != 1:
+        return None
+    item = value.reshape(()).item()
+    return item if isinstance(item, bool | int | float) else None
 
 
 def _pred_is_self(graph: Graph, switch: str) -> bool:

@@ -173,6 +173,8 @@ def detect_io(graph: Graph) -> Detection:
         reads_input = bool(anc & set(inputs_all)) or not inputs_all
         if not reads_input:
             continue  # computed from constants and variables only (a leftover, not an output)
+        if _loop_leftover(graph, c, excluded):
+            continue
         strong = bool(anc & weight_users) or not weight_users
         op = graph.node(c).op
         ranked.extend(Candidate(t, op, strong, len(anc)) for t in output_tensors(graph, c))
@@ -184,6 +186,29 @@ def detect_io(graph: Graph) -> Detection:
     inputs = [p for p in inputs_all if not outputs or p in needed]
     optional = [p for p in with_default if not outputs or p in needed]
     return Detection(inputs, optional, outputs, ranked, labels, ambiguous, len(train))
+
+
+CONTROL_FLOW_OPS = {"While", "StatelessWhile", "If", "StatelessIf"}
+
+
+def _loop_leftover(graph: Graph, name: str, excluded: set[str]) -> bool:
+    """An unused result of a TF2 tf.while_loop / tf.cond (its counter, a gradient accumulator)
+    while another result of the same op feeds the model: bookkeeping, not an output."""
+    node = graph.node(name)
+    if node.op == "Identity" and "T" in node.attr and node.attr["T"].type == 21:  # DT_VARIANT
+        return True
+    if node.op != "Identity" or not node.input:
+        return False
+    src, index, _ = parse_tensor(node.input[0])
+    if graph.node(src).op not in CONTROL_FLOW_OPS:
+        return False
+    for sibling in graph.data_consumers(src):
+        if sibling == name or sibling in excluded:
+            continue
+        if any(parse_tensor(r)[1] != index for r in graph.node(sibling).input if parse_tensor(r)[0] == src) \
+                and graph.consumers(sibling) - excluded:
+            return True
+    return False
 
 
 def num_outputs(node: Any) -> int:

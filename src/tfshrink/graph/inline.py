@@ -13,6 +13,31 @@ from tfshrink.graph.cond import constant_value
 from tfshrink.graph.ir import Graph, parse_tensor
 
 IF_OPS = ("If", "StatelessIf")
+CALL_OPS = ("PartitionedCall", "StatefulPartitionedCall")
+MAX_DEPTH = 64
+
+
+def inline_calls(graph: Graph, keep_names: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Inline every PartitionedCall / StatefulPartitionedCall (nested ones too) whose function is in
+    the library; a call in `keep_names` keeps its name as an IdentityN. Drops functions no node
+    calls any more. True when anything changed; ValueError for a call to a missing function."""
+    changed = False
+    for _ in range(MAX_DEPTH):
+        calls = [n.name for n in graph if n.op in CALL_OPS]
+        if not calls:
+            break
+        for name in calls:
+            node = graph.node(name)
+            fname = node.attr["f"].func.name
+            args = [r for r in node.input if not r.startswith("^")]
+            if not inline_call(graph, name, fname, args, name, keep_name=name in keep_names):
+                raise ValueError(f"{name} calls {fname!r}, which is not in the graph's function library")
+            changed = True
+    else:
+        raise ValueError(f"function calls nested deeper than {MAX_DEPTH} levels")
+    if changed:
+        graph.drop_unused_functions()
+    return changed
 
 
 def fold_constant_ifs(graph: Graph) -> int:

@@ -406,6 +406,14 @@ class Graph:
         return order
 
     # ---- output --------------------------------------------------------------------------
+    def subgraph_def(self, names: Iterable[str]) -> Any:
+        """A GraphDef of just `names` (in topological order), with this graph's library."""
+        keep = set(names)
+        out = type(self._proto)()
+        out.versions.CopyFrom(self._proto.versions)
+        out.node.extend(self._nodes[n] for n in self.topological_order() if n in keep)
+        return out
+
     def to_graph_def(self, *, sort: bool = False) -> Any:
         """A new GraphDef with this graph's nodes (optionally in topological order)."""
         out = type(self._proto)()

@@ -52,9 +52,11 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
                     "expected .pb/.pbtxt, .keras/.h5, .tflite, a SavedModel folder or a checkpoint")
 
 
-def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[str] | None = None) -> Model:
-    """Load any supported model. `signature` picks a SavedModel signature; `outputs` overrides
-    detected outputs of graph formats (checkpoint, GraphDef)."""
+def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[str] | None = None,
+         tags: Sequence[str] | str | None = None) -> Model:
+    """Load any supported model. `signature` and `tags` pick a SavedModel signature and MetaGraph
+    (tags comma-separated or a list); `outputs` overrides detected outputs of graph formats
+    (checkpoint, GraphDef)."""
     fmt, p = detect_format(path)
     if fmt == "checkpoint":
         from tfshrink.model.checkpoint import CheckpointModel
@@ -65,9 +67,10 @@ def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[st
 
         return GraphDefModel(p, outputs=outputs)
     if fmt == "savedmodel":
-        from tfshrink.model.savedmodel import SavedModelModel
+        from tfshrink.model.savedmodel import load_saved_model
 
-        return SavedModelModel(p, signature=signature)
+        tag_list = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) else tags
+        return load_saved_model(p, signature, tag_list or None)
     if fmt == "keras":
         from tfshrink.model.keras import KerasModel
 

@@ -55,9 +55,11 @@ class Model:
     """Base class of the per-format loaders."""
 
     format: str = "?"
+    loader: str | None = None  # how a format with several loaders was read (SavedModel)
 
     def __init__(self, path: Path):
         self.path = path
+        self.loader_note: str | None = None  # set when the usual loader failed and another one worked
         self.inputs: list[TensorSpec] = []
         self.outputs: list[TensorSpec] = []
 

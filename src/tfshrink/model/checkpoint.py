@@ -13,7 +13,7 @@ from tfshrink.graph.detect import Detection, detect_io, is_mutator
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
-from tfshrink.model.freezing import finish_frozen, placeholder_names, replace_placeholders
+from tfshrink.model.freezing import finish_frozen, fold_constants, placeholder_names, replace_placeholders
 from tfshrink.model.session import SessionModel, placeholder_spec
 from tfshrink.names import resolve_tensors
 
@@ -133,7 +133,8 @@ class CheckpointModel(SessionModel):
             [o.name for o in self.outputs]
         meta = type(self.meta_graph)()
         meta.CopyFrom(self.meta_graph)
-        meta.graph_def.CopyFrom(replace_placeholders(self.meta_graph.graph_def, binds or {}, str(self.path)))
+        meta.graph_def.CopyFrom(self._inference_graph(names, binds or {}))
+        meta.ClearField("collection_def")  # they name training ops the cut graph no longer has
         graph, sess = self._restore(meta)
         try:
             with graph.as_default():
@@ -145,6 +146,8 @@ class CheckpointModel(SessionModel):
         frozen = finish_frozen(frozen, names)
         inputs = placeholder_names(frozen)
         updates = sorted(n.name for n in frozen.node if is_mutator(n.op))
+        updates += sorted(f"{f.signature.name}/{n.name}" for f in frozen.library.function
+                          for n in f.node_def if is_mutator(n.op))
         if updates:
             flags = [n for n in inputs if self.ir.node(n).attr["dtype"].type == 10]  # DT_BOOL
             binds_hint = " ".join(f"--bind {f}=false" for f in flags) or "--bind FLAG=VALUE"
@@ -153,6 +156,33 @@ class CheckpointModel(SessionModel):
                             "which a frozen graph cannot run",
                             f"switch training off with {binds_hint}")
         return FrozenGraph(frozen, inputs, names, detected=not outputs)
+
+
+    def _inference_graph(self, outputs: list[str], binds: Mapping[str, Any]) -> Any:
+        """The .meta graph cut down to what `outputs` and the saver's restore need, with `binds`
+        as constants and the conditionals they decide folded.
+
+        Folding before the variables are converted matters for TF2-style graphs: an If's
+        branches read resource variables inside functions, and the untaken training branch
+        assigns to them, which no constant can stand in for.
+        """
+        graph_def = replace_placeholders(self.meta_graph.graph_def, binds, str(self.path))
+        graph = Graph(graph_def)
+        saver = self.meta_graph.saver_def
+        roots = [parse_tensor(n)[0] for n in outputs]
+        roots += [parse_tensor(r)[0] for r in (saver.restore_op_name, saver.filename_tensor_name) if r]
+        graph_def = graph.to_graph_def()  # the untouched graph, to find each variable's read op
+        graph.prune(r for r in roots if r in graph)
+        fold_constants(graph)
+        graph.prune(r for r in roots if r in graph)
+        # TF's converter fetches a resource variable's value through its `Read/ReadVariableOp`.
+        reads = [f"{n.name}/Read/ReadVariableOp" for n in graph if n.op == "VarHandleOp"]
+        full = Graph(graph_def)
+        keep = full.ancestors([r for r in reads if r in full]) - set(graph.names())
+        for name in full.topological_order():
+            if name in keep:
+                graph.add(full.node(name))
+        return graph.to_graph_def()
 
 
 def _short(tensor: str) -> str:

@@ -10,6 +10,7 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.errors import UserError
 from tfshrink.graph.cond import fold_constant_conds
+from tfshrink.graph.dropout import fold_inactive_dropout
 from tfshrink.graph.inline import fold_constant_ifs
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.names import unknown_name_error
@@ -75,16 +76,24 @@ def replace_placeholders(graph_def: Any, binds: Mapping[str, Any], where: str) -
     return out
 
 
+def fold_constants(graph: Graph) -> None:
+    """Inline the taken branch of every If and Switch/Merge whose predicate is constant, and
+    bypass dropout whose rate is 0 (in place)."""
+    fold_constant_ifs(graph)
+    fold_constant_conds(graph)
+    fold_inactive_dropout(graph)
+
+
 def placeholder_names(graph_def: Any) -> list[str]:
     """The inputs a frozen graph still takes."""
     return [n.name for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
 
 
 def finish_frozen(graph_def: Any, outputs: list[str]) -> Any:
-    """Fold constant tf.conds (v1 and v2), keep only what `outputs` need, clear devices, sort."""
+    """Fold constant tf.conds (v1 and v2) and switched-off dropout, keep only what `outputs` need,
+    clear devices, sort."""
     graph = Graph(graph_def)
-    fold_constant_ifs(graph)
-    fold_constant_conds(graph)
+    fold_constants(graph)
     graph.prune(parse_tensor(o)[0] for o in outputs)
     present = set(graph.names())
     for node in graph:
@@ -106,15 +115,23 @@ def freeze_function(concrete: Any, input_names: list[str], output_names: list[st
     """Freeze a TF2 ConcreteFunction and give its inputs and outputs the signature's names.
 
     `input_names` follow the function's flat input order, `output_names` its flat output order.
-    Placeholders are renamed to their input name, and each output gets an Identity with its name,
-    so the frozen graph reads like the model it came from (`input_1` -> `dense_2`), not
-    `Identity_3:0`.
     """
     frozen_fn = _tf.convert_variables_to_constants_v2(concrete)
-    graph_def = frozen_fn.graph.as_graph_def()
-    graph = Graph(graph_def)
     in_nodes = [parse_tensor(t.name)[0] for t in frozen_fn.inputs[: len(input_names)]]
-    out_refs = [t.name for t in frozen_fn.outputs]
+    outputs = [(t.name, t.dtype.as_datatype_enum) for t in frozen_fn.outputs]
+    return name_signature(frozen_fn.graph.as_graph_def(), in_nodes, input_names, outputs, output_names, binds)
+
+
+def name_signature(graph_def: Any, in_nodes: list[str], input_names: list[str],
+                   outputs: list[tuple[str, int]], output_names: list[str],
+                   binds: Mapping[str, Any] | None = None) -> tuple[Any, list[str], list[str]]:
+    """A frozen signature graph whose inputs and outputs carry the signature's names, finished.
+
+    Placeholders `in_nodes` are renamed to `input_names`, and each output tensor (ref, dtype enum)
+    gets an Identity named by `output_names`, so the frozen graph reads like the model it came
+    from (`input_1` -> `dense_2`), not `Identity_3:0`. A name already taken keeps the old one.
+    """
+    graph = Graph(graph_def)
     taken = set(graph.names())
     final_inputs = []
     for old, new in zip(in_nodes, input_names, strict=True):
@@ -125,7 +142,7 @@ def freeze_function(concrete: Any, input_names: list[str], output_names: list[st
             taken.add(target)
         final_inputs.append(target)
     final_outputs = []
-    for ref, name in zip(out_refs, output_names, strict=True):
+    for (ref, dtype), name in zip(outputs, output_names, strict=True):
         node, index, _ = parse_tensor(ref)
         target = name if name not in taken else f"{name}_output"
         if target in taken:
@@ -135,7 +152,7 @@ def freeze_function(concrete: Any, input_names: list[str], output_names: list[st
         ident.name = target
         ident.op = "Identity"
         ident.input.append(node if index == 0 else f"{node}:{index}")
-        ident.attr["T"].type = frozen_fn.outputs[len(final_outputs)].dtype.as_datatype_enum
+        ident.attr["T"].type = dtype
         graph.add(ident)
         taken.add(target)
         final_outputs.append(target)

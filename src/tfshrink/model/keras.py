@@ -40,6 +40,10 @@ class KerasModel(Model):
                             "save a Functional or Sequential model, or export a SavedModel")
         self._input_names = [str(t.name) for t in model.inputs]
         self._output_names = list(model.output_names)
+        # Call the model with its inputs in the structure it was built with: a legacy .h5 model
+        # built on a one-element list warns ("The structure of `inputs` doesn't match") when
+        # given a bare tensor.
+        self._as_list = len(model.inputs) > 1 or isinstance(model.input, list)
         self.inputs = [TensorSpec(n, str(t.dtype), tuple(t.shape)) for n, t in zip(self._input_names, model.inputs, strict=True)]
         self.outputs = [TensorSpec(n, str(t.dtype), tuple(t.shape)) for n, t in zip(self._output_names, model.outputs, strict=True)]
 
@@ -50,7 +54,7 @@ class KerasModel(Model):
                 raise UserError(f"{self.path}: input {name!r} was not given",
                                 f"inputs are {', '.join(self._input_names)}")
             args.append(np.asarray(feeds[name]))
-        result = self.keras_model(args if len(args) > 1 else args[0], training=False)
+        result = self.keras_model(args if self._as_list else args[0], training=False)
         if not isinstance(result, (list, tuple)):
             result = [result]
         return {n: np.asarray(r) for n, r in zip(self._output_names, result, strict=True)}
@@ -59,10 +63,11 @@ class KerasModel(Model):
         tf = _tf.tf()
         model = self.keras_model
         specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for n, t in zip(self._input_names, model.inputs, strict=True)]
+        as_list = self._as_list
 
         @tf.function(input_signature=specs)
         def serve(*args: Any) -> Any:
-            out = model(list(args) if len(args) > 1 else args[0], training=False)
+            out = model(list(args) if as_list else args[0], training=False)
             return list(out) if isinstance(out, (list, tuple)) else [out]
 
         return serve.get_concrete_function()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.errors import UserError, first_line
+from tfshrink.errors import LoaderNote, UserError, first_line
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 from tfshrink.model.freezing import freeze_function, select_outputs
 from tfshrink.names import split_names, unknown_name_error
@@ -20,18 +21,48 @@ def _spec(name: str, tensor_spec: Any) -> TensorSpec:
     return TensorSpec(name, tensor_spec.dtype.name, shape)
 
 
+class LoadFailed(UserError):
+    """tf.saved_model.load could not restore the folder (the TF1 loader may still read it)."""
+
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: cannot load the SavedModel: {reason}",
+                         "the folder is incomplete or corrupt; re-export it")
+        self.reason = reason
+
+
+def load_saved_model(path: Path, signature: str | None = None, tags: Sequence[str] | None = None) -> Model:
+    """The SavedModel at `path`: through tf.saved_model.load, or, when that cannot restore it (an
+    older Keras export with optimizer state, a TF1 builder export), through the TF1 loader and the
+    folder's signature_defs. Only when both fail is the folder called broken, with both reasons."""
+    from tfshrink.model.savedmodel_v1 import SavedModelV1Model
+
+    try:
+        return SavedModelModel(path, signature, tags)
+    except LoadFailed as tf2:
+        try:
+            model = SavedModelV1Model(path, signature, tags)
+        except UserError as tf1:
+            if "TF1 loader failed" not in tf1.message:
+                raise  # the folder loads, but the signature or tag set asked for is not in it
+            raise UserError(f"{path}: cannot load the SavedModel: tf.saved_model.load: {tf2.reason}; "
+                            f"{tf1.message.split(': ', 1)[1]}",
+                            "the folder is incomplete or corrupt; re-export it") from None
+        model.loader_note = f"{path}: loaded with the {model.loader}; tf.saved_model.load failed ({tf2.reason})"
+        warnings.warn(model.loader_note, LoaderNote, stacklevel=2)
+        return model
+
+
 class SavedModelModel(Model):
     format = "savedmodel"
+    loader = "tf.saved_model.load"
 
-    def __init__(self, path: Path, signature: str | None = None):
+    def __init__(self, path: Path, signature: str | None = None, tags: Sequence[str] | None = None):
         super().__init__(path)
         tf = _tf.tf()
         try:
-            self.loaded = tf.saved_model.load(str(path))
+            self.loaded = tf.saved_model.load(str(path), tags=list(tags) if tags else None)
         except Exception as exc:  # TF raises many types for a broken SavedModel
-            first = first_line(exc)
-            raise UserError(f"{path}: cannot load the SavedModel: {first}",
-                            "the folder is incomplete or corrupt; re-export it") from None
+            raise LoadFailed(path, first_line(exc)) from None
         signatures = dict(self.loaded.signatures)
         if not signatures:
             raise UserError(f"{path}: the SavedModel has no signatures",

@@ -50,7 +50,7 @@ _ALIASES = {"input_shape": "input_shapes", "bind": "binds"}
 KINDS: dict[str, KindSpec] = {
     "freeze": KindSpec({
         "input": Opt("model", api="source", required=True), "outputs": Opt("names"), "binds": Opt("binds"),
-        "text": Opt("bool"), "signature": Opt("str"), "inputs": Opt("path"), "verify": Opt("bool"),
+        "text": Opt("bool"), "signature": Opt("str"), "tags": Opt("str"), "inputs": Opt("path"), "verify": Opt("bool"),
         "no_verify": Opt("bool", api="verify", invert=True), **_CHECK, **_SHAPES,
     }, ".pb", "graphdef", _ALIASES),
     "transform": KindSpec({
@@ -68,7 +68,7 @@ KINDS: dict[str, KindSpec] = {
         "output_type": Opt("choice", choices=("float32", "int8", "uint8", "int16")),
         "input_shapes": Opt("shapes"), "inputs": Opt("names"), "outputs": Opt("names"),
         "allow_custom_ops": Opt("bool"), "select_tf_ops": Opt("bool"), "keep_float": Opt("names"),
-        "signature": Opt("str"), "verify": Opt("bool"), "no_verify": Opt("bool", api="verify", invert=True),
+        "signature": Opt("str"), "tags": Opt("str"), "verify": Opt("bool"), "no_verify": Opt("bool", api="verify", invert=True),
         "verify_samples": Opt("int"), "seed": Opt("int"),
         "report": Opt("outdir"),  # per-layer int8 error: true (NAME-report/) or a folder in the out folder
     }, ".tflite", "tflite", _ALIASES),
