@@ -133,13 +133,13 @@ def test_verify_json_output(keras_file: Path, tflite_file: Path, capsys: pytest.
                              "--atol", "1e-4", "--seed", "5")
     assert code == 0, err
     report = json.loads(out)
-    assert set(report) == {"a", "b", "samples", "atol", "rtol", "passed", "max_abs_error", "outputs"}
+    assert set(report) == {"a", "b", "samples", "atol", "rtol", "passed", "max_abs_error", "outputs", "warnings"}
     assert report["a"] == str(keras_file) and report["b"] == str(tflite_file)
     assert report["samples"] == 2 and report["atol"] == 1e-4 and report["passed"] is True
     assert len(report["outputs"]) == 2
     for o in report["outputs"]:
         assert set(o) == {"name_a", "name_b", "shape", "max_abs_error", "mean_abs_error", "cosine",
-                          "top1_agreement", "passed"}
+                          "top1_agreement", "passed", "constant_reference"}
         assert o["max_abs_error"] <= report["max_abs_error"] <= 1e-4
     assert report["outputs"][0]["shape"] == [2, 5] and report["outputs"][1]["shape"] == [2, 4]
     assert report["outputs"][0]["top1_agreement"] == 1.0

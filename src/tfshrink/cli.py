@@ -376,16 +376,20 @@ def _dynamic_range(counts: dict[str, int] | None) -> str:
 @click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance (of A's values).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_shape_option
+@click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
+              help="Feed a constant to whichever model has this input (is_training=false); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def verify(model_a: str, model_b: str, feeds: str | None, preprocess: str | None, samples: int, atol: float,
-           rtol: float, seed: int, input_shapes: tuple[str, ...], as_json: bool) -> int:
+           rtol: float, seed: int, input_shapes: tuple[str, ...], binds: tuple[str, ...], as_json: bool) -> int:
     """Run two models of any formats on the same inputs and compare every output."""
     from tfshrink.feeds import parse_shape_overrides
     from tfshrink.verification import verify as run_verify
 
     with _progress("running both models") as step:
         result = run_verify(model_a, model_b, inputs=feeds, samples=samples, atol=atol, rtol=rtol, seed=seed,
-                            shapes=parse_shape_overrides(input_shapes), progress=step, preprocess=preprocess)
+                            shapes=parse_shape_overrides(input_shapes), progress=step, preprocess=preprocess,
+                            binds=list(binds))
+    _warn(result.warnings)
     if as_json:
         _echo_json(result)
     else:
@@ -654,13 +658,16 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
                    "the calibration samples; minmax keeps TFLite's min/max.")
 @click.option("--signature", help="SavedModel signature (default: serving_default).")
 @click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")
+@click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
+              help="Replace a placeholder by a constant before converting (is_training=false); repeatable.")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the result with the source.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def convert(source: str, output: str, quantize: str, calibration: str | None, calibration_samples: int,
             preprocess: str | None, input_type: str | None, output_type: str | None, input_shapes: tuple[str, ...],
             inputs: str | None, outputs: str | None, allow_custom_ops: bool, select_tf_ops: bool,
             keep_float: tuple[str, ...], min_cosine: float | None, max_top1_drop: float | None,
-            report_dir: str | None, activation_ranges: str, signature: str | None, tags: str | None, no_verify: bool,
+            report_dir: str | None, activation_ranges: str, signature: str | None, tags: str | None,
+            binds: tuple[str, ...], no_verify: bool,
             as_json: bool) -> int:
     """Convert a model to TFLite (float, float16, dynamic-range, int8, int16x8) and check it against the source."""
     from tfshrink.conversion import convert as run_convert
@@ -671,7 +678,7 @@ def convert(source: str, output: str, quantize: str, calibration: str | None, ca
                              calibration_samples=calibration_samples, preprocess=preprocess, input_type=input_type,
                              output_type=output_type, input_shapes=parse_shape_overrides(input_shapes),
                              inputs=inputs, outputs=outputs, allow_custom_ops=allow_custom_ops,
-                             select_tf_ops=select_tf_ops, keep_float=keep_float, signature=signature, tags=tags,
+                             select_tf_ops=select_tf_ops, keep_float=keep_float, signature=signature, tags=tags, binds=list(binds),
                              verify=not no_verify, min_cosine=min_cosine, max_top1_drop=max_top1_drop,
                              report=report_dir, activation_ranges=activation_ranges, progress=step)
     _warn(result.warnings)
@@ -756,9 +763,12 @@ def _split(text: str | None) -> list[str] | None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @_names_option
 @_shape_option
+@click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
+              help="Feed a constant to whichever model has this input (is_training=false); repeatable.")
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def compare(models: tuple[str, ...], feeds: str | None, samples: int, preprocess: str | None, runs: int,
-            no_bench: bool, seed: int, names: str | None, input_shapes: tuple[str, ...], as_json: bool) -> int:
+            no_bench: bool, seed: int, names: str | None, input_shapes: tuple[str, ...], binds: tuple[str, ...],
+            as_json: bool) -> int:
     """Put models side by side: format, size, latency p50 and agreement with the first (A B [C ...])."""
     from tfshrink.feeds import parse_shape_overrides
     from tfshrink.reporting.compare import compare_models
@@ -767,7 +777,7 @@ def compare(models: tuple[str, ...], feeds: str | None, samples: int, preprocess
         result = compare_models(list(models), names=_split(names), inputs=feeds, preprocess=preprocess,
                                 samples=samples, seed=seed,
                                 runs=runs, bench=not no_bench, shapes=parse_shape_overrides(input_shapes) or None,
-                                progress=step)
+                                binds=list(binds), progress=step)
     if as_json:
         _echo_json(result)
         return 0

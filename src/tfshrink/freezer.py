@@ -10,10 +10,10 @@ from typing import Any
 from tfshrink.errors import CheckFailed, UserError
 from tfshrink.fileio import atomic_write, check_output, serialize_graph_def
 from tfshrink.model import Model, load
-from tfshrink.model.freezing import parse_bind_value, parse_binds
+from tfshrink.model.freezing import parse_binds
 from tfshrink.model.graphdef import GraphDefModel
 from tfshrink.names import split_names
-from tfshrink.verification import VerifyResult, compare, make_feed_list
+from tfshrink.verification import SourceView, VerifyResult, bound_values, compare, make_feed_list
 
 
 @dataclass(frozen=True)
@@ -108,33 +108,8 @@ def _verify_frozen(model: Model, frozen: Any, path: Path, binds: Mapping[str, An
     frozen_model = GraphDefModel(path, graph_def=frozen.graph_def, outputs=frozen.outputs)
     try:
         feeds = make_feed_list(frozen_model, inputs=inputs, samples=samples, seed=seed, shapes=shapes)
-        bound = {}
-        for name, raw in binds.items():
-            spec = next((s for s in model.inputs if s.name.split(":")[0] == name), None)
-            dtype = spec.dtype if spec is not None else "float32"
-            bound[name] = parse_bind_value(raw, dtype) if isinstance(raw, str) else raw
-        source_view = _SourceView(model, frozen_model)
+        bound = bound_values(model, binds)  # a bound placeholder the outputs do not need is not fed
+        source_view = SourceView(model, frozen_model.inputs, [o.name for o in frozen_model.outputs])
         return compare(source_view, frozen_model, feeds, atol=atol, rtol=rtol, extra_a=bound)
     finally:
         frozen_model.close()
-
-
-class _SourceView(Model):
-    """The source model seen with the frozen model's inputs and outputs, for pairing."""
-
-    def __init__(self, source: Model, frozen: Model):
-        super().__init__(source.path)
-        self.format = source.format
-        self._source = source
-        self.inputs = list(frozen.inputs)  # the freeze keeps the source's input names
-        self.outputs = _match(frozen.outputs, source.outputs)
-
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        return self._source.run(feeds)
-
-
-def _match(wanted: Sequence[Any], available: Sequence[Any]) -> list[Any]:
-    by_name = {s.name: s for s in available}
-    if all(w.name in by_name for w in wanted):
-        return [by_name[w.name] for w in wanted]
-    return list(available)

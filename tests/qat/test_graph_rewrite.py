@@ -139,13 +139,16 @@ def test_depthwise_residual_add_and_concat_convert_to_int8(trained: Path, tmp_pa
             assert q.ScaleLength() == 8 and q.QuantizedDimension() == 3
 
 
-def test_freezing_before_the_output_fake_quant_is_explained(trained: Path, tmp_path: Path) -> None:
+def test_freezing_the_last_layer_by_name_keeps_its_output_fake_quant(trained: Path, tmp_path: Path) -> None:
+    """Issue 13: `freeze --outputs logits` (the layer, as users name it) reads the logits after
+    their output fake-quant, so the classifier still converts to all-int8."""
     eval_ckpt = _eval_checkpoint(trained, tmp_path / "eval")
-    pb = tmp_path / "cut.pb"
-    tfshrink.freeze(eval_ckpt, pb, outputs="logits")  # the layer, not its fake-quant
-    result = convert_qat(pb, tmp_path / "cut.tflite", verify=False)
-    assert result.float_ops == {"FULLY_CONNECTED": 1}
-    assert "freeze with outputs=logits/act_quant/FakeQuant" in result.warnings[0]
+    pb = tmp_path / "named.pb"
+    frozen = tfshrink.freeze(eval_ckpt, pb, outputs="logits")
+    assert frozen.outputs == ("logits/act_quant/FakeQuant",)
+    assert "output logits is read after its fake-quant logits/act_quant/FakeQuant" in frozen.notes[0]
+    result = convert_qat(pb, tmp_path / "named.tflite", verify=False)
+    assert result.fully_int8 and not result.float_ops and not result.warnings
     # without --outputs, freeze detects the fake-quant after the last layer (the folded layer's
     # unfolded original is no output)
     assert tfshrink.freeze(eval_ckpt, pb).outputs == ("logits/act_quant/FakeQuant",)

@@ -40,8 +40,9 @@ from tfshrink.errors import UserError, first_line
 from tfshrink.fileio import atomic_write, check_output
 from tfshrink.model import Model, TensorSpec, load
 from tfshrink.model.flatbuffer import builtin_ops
+from tfshrink.model.freezing import parse_binds
 from tfshrink.names import resolve_tensors, split_names
-from tfshrink.verification import VerifyResult, compare
+from tfshrink.verification import SourceView, VerifyResult, bound_values, compare
 
 __all__ = ["MODES", "ConvertResult", "Preprocess", "convert", "parse_preprocess", "read_preprocess"]
 
@@ -157,7 +158,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             input_shapes: Mapping[str, Sequence[int]] | Sequence[str] | None = None,
             inputs: Sequence[str] | str | None = None, outputs: Sequence[str] | str | None = None,
             allow_custom_ops: bool = False, select_tf_ops: bool = False, keep_float: Sequence[str] = (),
-            signature: str | None = None, tags: str | None = None, verify: bool = True, verify_samples: int = 32, seed: int = 0,
+            signature: str | None = None, tags: str | None = None,
+            binds: Mapping[str, Any] | Sequence[str] | None = None, verify: bool = True, verify_samples: int = 32,
+            seed: int = 0,
             min_cosine: float | None = None, max_top1_drop: float | None = None,
             report: str | Path | None = None, activation_ranges: str = "mse",
             progress: Progress | None = None) -> ConvertResult:
@@ -241,7 +244,8 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         if model.format == "savedmodel" and len(signatures) > 1:
             notes.append(f"converted signature {getattr(model, 'signature', '?')!r} of {', '.join(signatures)} "
                          "(pick another with --signature)")
-        frozen = model.freeze(wanted or None)
+        bind_map = parse_binds(binds)
+        frozen = model.freeze(wanted or None, bind_map)
         from tfshrink.qat.convert import has_fake_quant
 
         qat = mode == "int8" and has_fake_quant(frozen.graph_def)
@@ -342,7 +346,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                     random = range_feeds(frozen.graph_def, specs, ranges, verify_samples, seed)
                 verification, verify_inputs = _verify(
                     model, frozen, specs, bool(inputs), tmp_path, out_path, calib, spec, verify, verify_samples,
-                    seed, notes, _phase(progress, "verifying"), random)
+                    seed, notes, _phase(progress, "verifying"), random, bound_values(model, bind_map))
+        if verification is not None:
+            warnings.extend(verification.warnings)
         if verification is not None and mode in ("none", "float16"):
             worst = min((o.cosine for o in verification.outputs), default=1.0)
             if worst < 0.9999:
@@ -628,30 +634,11 @@ def _quantized_input(spec: Preprocess | None, data: bytes) -> Preprocess | None:
     return spec
 
 
-class _SourceView(Model):
-    """The source model seen with the converted model's inputs and outputs, for pairing."""
-
-    def __init__(self, source: Model, inputs: Sequence[TensorSpec], outputs: Sequence[str]):
-        super().__init__(source.path)
-        self.format = source.format
-        self._source = source
-        self.inputs = list(inputs)
-        by_name = {s.name: s for s in source.outputs}
-        if all(o in by_name for o in outputs):
-            self.outputs = [by_name[o] for o in outputs]
-        elif len(source.outputs) == len(outputs):
-            self.outputs = list(source.outputs)
-        else:
-            self.outputs = [TensorSpec(o, "float32", None) for o in outputs]
-
-    def run(self, feeds: Mapping[str, Any]) -> dict[str, Any]:
-        return self._source.run(feeds)
-
-
 def _verify(model: Model, frozen: Any, specs: list[InputSpec], cut: bool, tmp_path: Path, out_path: Path,
             calib: Calibration | None, spec: Preprocess | None, verify: bool, samples: int, seed: int,
             notes: list[str], progress: Callable[[int, int], None] | None,
-            random: tuple[list[dict[str, np.ndarray]], list[str]] | None = None) -> tuple[VerifyResult | None, str]:
+            random: tuple[list[dict[str, np.ndarray]], list[str]] | None = None,
+            bound: Mapping[str, Any] | None = None) -> tuple[VerifyResult | None, str]:
     """Run the converted model (from `tmp_path`) and the source on the same inputs: the calibration
     samples, else `random` (feeds, inputs drawn from learned ranges), else seeded random inputs."""
     from tfshrink.model.tflite import TFLiteModel
@@ -675,7 +662,7 @@ def _verify(model: Model, frozen: Any, specs: list[InputSpec], cut: bool, tmp_pa
             reference.inputs = in_specs
             what = "the frozen source graph"
         else:
-            reference = _SourceView(model, in_specs, frozen.outputs)
+            reference = SourceView(model, in_specs, frozen.outputs, bound)
             what = "the source"
         try:
             if calib is not None and calib.samples:

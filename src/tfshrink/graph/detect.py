@@ -170,7 +170,10 @@ def detect_io(graph: Graph) -> Detection:
     ranked = []
     for c in candidates:
         anc = graph.ancestors([c])
-        reads_input = bool(anc & set(inputs_all)) or not inputs_all
+        # Through data edges only: a variable read that waits on the optimizer's update (a
+        # resource variable's read_value after assign) is no output, though its control
+        # inputs lead back to the inputs.
+        reads_input = bool(graph.ancestors([c], control=False) & set(inputs_all)) or not inputs_all
         if not reads_input:
             continue  # computed from constants and variables only (a leftover, not an output)
         if _loop_leftover(graph, c, excluded):

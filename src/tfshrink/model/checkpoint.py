@@ -182,6 +182,7 @@ class CheckpointModel(SessionModel):
         for name in full.topological_order():
             if name in keep:
                 graph.add(full.node(name))
+        graph.drop_unused_functions()  # the gradients' functions name nodes that are gone
         return graph.to_graph_def()
 
 

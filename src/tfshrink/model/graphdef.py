@@ -18,8 +18,16 @@ from tfshrink.names import resolve_tensors
 
 
 def read_graph_def(path: Path) -> Any:
-    """Parse a .pb or .pbtxt file; a corrupt or truncated file is a UserError."""
-    data = path.read_bytes()
+    """Parse a .pb or .pbtxt file; a missing, unreadable, corrupt or truncated file is a UserError."""
+    if not path.exists():
+        raise UserError(f"{path}: no such file", "check the path")
+    if path.is_dir():
+        raise UserError(f"{path}: a folder, not a GraphDef file", "give a .pb/.pbtxt (tfshrink freeze makes one)")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__})",
+                        "check its permissions") from None
     graph_def = _tf.graph_pb2().GraphDef()
     hint = "the file is truncated or not a GraphDef; re-export it or pass the SavedModel/checkpoint"
     try:

@@ -111,6 +111,7 @@ def compare_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
                    inputs: str | Path | None = None, preprocess: Any = None, samples: int = 3, seed: int = 0,
                    runs: int | None = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, bench: bool = True,
                    shapes: Mapping[str, Sequence[int]] | None = None,
+                   binds: Mapping[str, Any] | Sequence[str] | None = None,
                    progress: Progress | None = None) -> CompareResult:
     """Compare two or more models of any formats with the first one (see the module docstring).
 
@@ -118,20 +119,24 @@ def compare_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
     most `samples`) made into inputs by `preprocess` (a SPEC such as "size=48x48,mean=127.5,std=128";
     default: the one a .tflite among the models stores); default: `samples` seeded random sets.
     `runs`/`warmup`: timed and untimed runs per model (`bench=False` skips the timing).
-    `shapes` ({name: dims}) fix unknown input dims. `progress(phase, done, total)` follows the work.
+    `shapes` ({name: dims}) fix unknown input dims. `binds` (NAME=VALUE) feed a constant to every
+    model that has that input (a training checkpoint's is_training). `progress(phase, done, total)`
+    follows the work.
     Raises UserError (before loading anything) for fewer than two models or a missing file.
     """
     if len(paths) < 2:
         raise UserError(f"compare needs at least two models, got {len(paths)}",
                         "e.g. tfshrink compare model.pb model.tflite")
     return measure_models(paths, names=names, inputs=inputs, preprocess=preprocess, samples=samples,
-                          seed=seed, runs=runs, warmup=warmup, bench=bench, shapes=shapes, progress=progress)
+                          seed=seed, runs=runs, warmup=warmup, bench=bench, shapes=shapes, binds=binds,
+                          progress=progress)
 
 
 def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None = None,
                    inputs: str | Path | None = None, preprocess: Any = None, samples: int = 3, seed: int = 0,
                    runs: int | None = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, bench: bool = True,
                    shapes: Mapping[str, Sequence[int]] | None = None,
+                   binds: Mapping[str, Any] | Sequence[str] | None = None,
                    progress: Progress | None = None) -> CompareResult:
     """`compare_models` for one model or more: one model is only sized and timed."""
     paths = [str(p) for p in paths]
@@ -146,6 +151,7 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
         raise UserError(f"{inputs}: no such inputs file", "give an .npz keyed by input name, or images")
     if samples < 1:
         raise UserError(f"samples must be at least 1, not {samples}", "e.g. --samples 3")
+    feed_shapes = _npz_shapes(inputs) if inputs is not None and not images else {}
     feed_options: dict[str, Any] = {}
     if images:  # decoded as given, else as the first .tflite that stores its preprocessing says
         if preprocess is None:
@@ -156,7 +162,27 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
         feed_options["preprocess"] = preprocess
 
     from tfshrink.model import load
-    from tfshrink.verification import compare, make_feed_list
+    from tfshrink.model.freezing import parse_binds
+    from tfshrink.verification import SourceView, bound_values, compare, make_feed_list
+
+    bind_map = parse_binds(binds)
+
+    def input_names(path: str) -> set[str]:
+        with load(path) as m:
+            return {s.name.split(":")[0] for s in m.inputs}
+
+    def bench_options(path: str) -> dict[str, Any]:
+        """Binds and shapes for the inputs this model has: the feeds' shapes (batch 1, as bench
+        times) fill unknown dims unless --input-shape gives them."""
+        if not bind_map and not feed_shapes:
+            return {"input_shapes": shapes, "binds": []}
+        names = input_names(path)
+        fill = {k: [1, *v[1:]] for k, v in feed_shapes.items() if k in names and v}
+        return {"input_shapes": {**fill, **(shapes or {})} or None,
+                "binds": [f"{k}={v}" for k, v in bind_map.items() if k in names]}
+
+    def view(model: Any) -> Any:
+        return SourceView(model, bound=bound_values(model, bind_map)) if bind_map else model
 
     timings: list[Any] = [None] * len(paths)
     if bench:
@@ -165,18 +191,19 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
         for i, p in enumerate(paths):
             if progress is not None:
                 progress(f"timing {shown[i]}", i, len(paths))
-            timings[i] = run_bench(p, runs=runs, warmup=warmup, input_shapes=shapes)
+            timings[i] = run_bench(p, runs=runs, warmup=warmup, **bench_options(p))
     agreements: list[Any] = [None] * len(paths)
     reference = load(paths[0]) if len(paths) > 1 else None
     try:
-        feeds = [] if reference is None else make_feed_list(reference, inputs=inputs, samples=samples,
+        reference_view = None if reference is None else view(reference)
+        feeds = [] if reference_view is None else make_feed_list(reference_view, inputs=inputs, samples=samples,
                                                              seed=seed, shapes=shapes, **feed_options)
         for i, p in enumerate(paths[1:], start=1):
             if progress is not None:
                 progress(f"running {shown[i]} against {shown[0]}", i - 1, len(paths) - 1)
             other = load(p)
             try:
-                agreements[i] = compare(reference, other, feeds, atol=0.0, rtol=0.0)
+                agreements[i] = compare(reference_view, view(other), feeds, atol=0.0, rtol=0.0)
             finally:
                 other.close()
     finally:
@@ -196,3 +223,15 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
                                       bench=t, agreement=agreements[i]))
     how = str(inputs) if inputs is not None else f"{samples} seeded random input set(s)"
     return CompareResult(tuple(models), len(feeds) if feeds else samples, how)
+
+
+def _npz_shapes(path: str | Path) -> dict[str, list[int]]:
+    """{input name: shape} of the arrays in an .npz of feeds ({} when it cannot be read: the
+    feeds' own loader says why)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k.split(":")[0]: list(data[k].shape) for k in data.files}
+    except (OSError, ValueError):
+        return {}

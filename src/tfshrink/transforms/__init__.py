@@ -224,6 +224,7 @@ def transform(source: str | Path | Any, output: str | Path | None = None, transf
     error is reported only. `source` may also be a GraphDef in memory, and with `output` None nothing
     is written: the transformed GraphDef is `result.graph_def` either way."""
     from tfshrink.errors import CheckFailed
+    from tfshrink.model import detect_format
     from tfshrink.model.graphdef import GraphDefModel, read_graph_def
 
     spec = " ".join(s for s in (OPTIMIZE_SPEC if optimize else "", transforms or "") if s.strip())
@@ -232,6 +233,11 @@ def transform(source: str | Path | Any, output: str | Path | None = None, transf
     in_memory = hasattr(source, "node")
     out_path = None if output is None else check_output(output, [] if in_memory else [source])
     src = Path("<GraphDef>") if in_memory else Path(source)
+    if not in_memory:
+        fmt = detect_format(src)[0]  # a missing path fails here, before any work
+        if fmt != "graphdef":
+            raise UserError(f"{src}: a {fmt} model; transform rewrites a frozen GraphDef (.pb/.pbtxt)",
+                            f"freeze it first: tfshrink freeze {src} -o model.pb")
     graph_def = source if in_memory else read_graph_def(src)
     wanted_in, wanted_out = split_names(inputs), split_names(outputs)
     detected = None

@@ -25,11 +25,13 @@ class OutputComparison:
     cosine: float
     top1: float | None  # agreement of argmax over classes, for [batch, classes] outputs
     passed: bool
+    constant: bool = False  # A's output was the same for every input: agreement on it proves little
 
     def to_json(self) -> dict[str, Any]:
         return {"name_a": self.name_a, "name_b": self.name_b, "shape": list(self.shape),
                 "max_abs_error": self.max_abs, "mean_abs_error": self.mean_abs,
-                "cosine": self.cosine, "top1_agreement": self.top1, "passed": self.passed}
+                "cosine": self.cosine, "top1_agreement": self.top1, "passed": self.passed,
+                "constant_reference": self.constant}
 
 
 @dataclass(frozen=True)
@@ -49,10 +51,29 @@ class VerifyResult:
     def max_abs(self) -> float:
         return max((o.max_abs for o in self.outputs), default=0.0)
 
+    @property
+    def warnings(self) -> list[str]:
+        """Outputs of A that did not change with the input: a check on them passes trivially."""
+        return [f"output {o.name_a} of {self.a} is the same for every input ({self.samples} input set(s)), so "
+                "agreement on it proves little: the model may have untrained weights or default batch-norm "
+                "statistics; check with real weights and real inputs" for o in self.outputs if o.constant]
+
     def to_json(self) -> dict[str, Any]:
         return {"a": self.a, "b": self.b, "samples": self.samples, "atol": self.atol,
                 "rtol": self.rtol, "passed": self.passed, "max_abs_error": self.max_abs,
-                "outputs": [o.to_json() for o in self.outputs]}
+                "outputs": [o.to_json() for o in self.outputs], "warnings": self.warnings}
+
+
+def is_constant(values: np.ndarray) -> bool:
+    """True for a float output whose rows (samples along axis 0; at least two, of at least two
+    elements each) are all equal to the first, within float32 rounding."""
+    if values.dtype.kind != "f" or values.ndim == 0 or values.shape[0] < 2:
+        return False
+    rows = values.reshape(values.shape[0], -1).astype(np.float64)
+    if rows.shape[1] < 2:
+        return False
+    spread = float(np.abs(rows - rows[0]).max())
+    return spread <= 1e-6 * (1.0 + float(np.abs(rows[0]).max()))
 
 
 def _short(name: str) -> str:
@@ -124,8 +145,50 @@ def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *
             raise UserError(f"{where}: output {sa.name} is {xa.dtype}, which cannot be compared numerically",
                             "choose numeric outputs with --outputs")
         max_abs, mean_abs, cosine, top1, ok = _metrics(xa, xb, atol, rtol)
-        comparisons.append(OutputComparison(sa.name, sb.name, tuple(xa.shape), max_abs, mean_abs, cosine, top1, ok))
+        comparisons.append(OutputComparison(sa.name, sb.name, tuple(xa.shape), max_abs, mean_abs, cosine, top1, ok,
+                                            is_constant(xa)))
     return VerifyResult(str(a.path), str(b.path), len(feed_list), atol, rtol, tuple(comparisons))
+
+
+class SourceView(Model):
+    """`source` seen with other inputs and outputs, to pair it with its own frozen or converted
+    self: `inputs` (default: the source's, less the bound ones), the source's outputs named like
+    `outputs` (by name, else by order), and bound placeholders (is_training, keep_prob) fed the
+    constants `bound` holds on every run."""
+
+    def __init__(self, source: Model, inputs: Sequence[TensorSpec] | None = None,
+                 outputs: Sequence[str] | None = None, bound: Mapping[str, Any] | None = None):
+        super().__init__(source.path)
+        self.format = source.format
+        self._source = source
+        self._bound = dict(bound or {})
+        self.inputs = list(inputs) if inputs is not None else [
+            s for s in source.inputs if _short(s.name).split(":")[0] not in self._bound]
+        wanted = list(outputs) if outputs is not None else [s.name for s in source.outputs]
+        by_name = {s.name: s for s in source.outputs}
+        if all(o in by_name for o in wanted):
+            self.outputs = [by_name[o] for o in wanted]
+        elif len(source.outputs) == len(wanted):
+            self.outputs = list(source.outputs)
+        else:
+            self.outputs = [TensorSpec(o, "float32", None) for o in wanted]
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return self._source.run({**feeds, **self._bound})
+
+
+def bound_values(model: Model, binds: Mapping[str, Any]) -> dict[str, Any]:
+    """{input name: value} for `binds` ({name: raw text or value}), each parsed as the dtype of the
+    model's input of that name; names the model lacks are left out (the other model may have them)."""
+    from tfshrink.model.freezing import parse_bind_value
+
+    out = {}
+    for name, raw in binds.items():
+        spec = next((s for s in model.inputs if _short(s.name).split(":")[0] == name), None)
+        if spec is None:
+            continue
+        out[spec.name] = parse_bind_value(raw, spec.dtype) if isinstance(raw, str) else raw
+    return out
 
 
 def is_images(inputs: str | Path) -> bool:
@@ -208,17 +271,33 @@ def make_feed_list(model: Model, *, inputs: str | Path | None = None, samples: i
 def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path | None = None,
            samples: int = 3, atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
            shapes: Mapping[str, Sequence[int]] | None = None,
-           progress: Callable[[int, int], None] | None = None, preprocess: Any = None) -> VerifyResult:
+           progress: Callable[[int, int], None] | None = None, preprocess: Any = None,
+           binds: Mapping[str, Any] | Sequence[str] | None = None) -> VerifyResult:
     """Compare two models of any formats on the same inputs: random and seeded, an .npz, or images
     (a folder, glob or file; at most `samples` of them) turned into inputs by `preprocess` or, when
-    it is None, by the preprocessing a .tflite among the two stores (tfshrink convert --preprocess)."""
+    it is None, by the preprocessing a .tflite among the two stores (tfshrink convert --preprocess).
+    `binds` (NAME=VALUE, or {name: value}) feed a constant to whichever model has that input
+    (is_training=false for a training checkpoint against its frozen graph)."""
+    from tfshrink.model.freezing import parse_binds
+
+    bind_map = parse_binds(binds)
     ma = a if isinstance(a, Model) else load(a)
     mb = b if isinstance(b, Model) else load(b)
     try:
+        va, vb = ma, mb
+        if bind_map:
+            known = {_short(s.name).split(":")[0] for m in (ma, mb) for s in m.inputs}
+            for name in bind_map:
+                if name not in known:
+                    from tfshrink.names import unknown_name_error
+
+                    raise unknown_name_error("input", name, sorted(known), f"{ma.path} / {mb.path}")
+            va = SourceView(ma, bound=bound_values(ma, bind_map))
+            vb = SourceView(mb, bound=bound_values(mb, bind_map))
         if inputs is not None and is_images(inputs) and preprocess is None:
             preprocess = stored_preprocess(mb, ma)
-        feeds = make_feed_list(ma, inputs=inputs, samples=samples, seed=seed, shapes=shapes, preprocess=preprocess)
-        return compare(ma, mb, feeds, atol=atol, rtol=rtol, progress=progress)
+        feeds = make_feed_list(va, inputs=inputs, samples=samples, seed=seed, shapes=shapes, preprocess=preprocess)
+        return compare(va, vb, feeds, atol=atol, rtol=rtol, progress=progress)
     finally:
         if not isinstance(a, Model):
             ma.close()
