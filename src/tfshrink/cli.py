@@ -964,22 +964,19 @@ def demo(out_dir: str) -> int:
     return run_demo(out_dir, _console())
 
 
-def _show_loader_notes() -> None:
-    """Print LoaderNote warnings (a model read by a fallback loader) as one `note:` line on stderr."""
-    import warnings
+def _show_notes() -> None:
+    """Print tfshrink's notes (a model read by a fallback loader) as `note:` lines on stderr, each
+    once per command (compare loads a model more than once)."""
+    from tfshrink.errors import NOTE_SINKS
 
-    from tfshrink.errors import LoaderNote
+    said: set[str] = set()
 
-    shown = warnings.showwarning
+    def sink(text: str) -> None:
+        if text not in said:
+            said.add(text)
+            click.echo(f"note: {text}", err=True)
 
-    def show(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
-        if issubclass(category, LoaderNote):
-            click.echo(f"note: {message}", err=True)
-        else:
-            shown(message, category, *args, **kwargs)
-
-    warnings.showwarning = show
-    warnings.simplefilter("once", LoaderNote)
+    NOTE_SINKS[:] = [sink]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -987,7 +984,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args
     from tfshrink.errors import TfshrinkError, first_line
 
-    _show_loader_notes()
+    _show_notes()
     try:
         code = cli.main(args=args, prog_name="tfshrink", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:

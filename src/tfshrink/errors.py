@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import warnings
+from collections.abc import Callable
 
 
 class TfshrinkError(Exception):
@@ -32,8 +34,20 @@ class CheckFailed(TfshrinkError):
 
 
 class LoaderNote(UserWarning):
-    """Said (through `warnings`) when a model was read by a fallback loader; the CLI prints it on
-    stderr as a note, whichever command loaded the model."""
+    """Said when a model was read by a fallback loader (see `note`)."""
+
+
+NOTE_SINKS: list[Callable[[str], None]] = []  # the CLI adds one that prints `note: ...` on stderr
+
+
+def note(text: str) -> None:
+    """Tell the user how something was read, whichever command is running: to the registered
+    sinks (the CLI's stderr), else as a LoaderNote warning (Python API users)."""
+    if NOTE_SINKS:
+        for sink in NOTE_SINKS:
+            sink(text)
+    else:
+        warnings.warn(text, LoaderNote, stacklevel=3)
 
 
 # Lines of a TensorFlow / LiteRT message that say nothing about what went wrong.

@@ -40,8 +40,14 @@ class Entry:
 
 
 def _build_styles(out: Path) -> None:
+    """Build the styles in two fresh processes. The legacy one gets Keras 2 (tf_keras, a pure-Python
+    wheel fetched with pip into the cache) on its path only: installed in the test environment, it
+    would change what tf.saved_model.load can restore, and users' environments don't have it."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    for group, extra in (("legacy", {"TF_USE_LEGACY_KERAS": "1"}), ("modern", {})):
+    tf_keras = wheel_member("tf-keras==2.21.0", "tf_keras/").parent
+    legacy = {"TF_USE_LEGACY_KERAS": "1",
+              "PYTHONPATH": os.pathsep.join(p for p in (str(tf_keras), env.get("PYTHONPATH", "")) if p)}
+    for group, extra in (("legacy", legacy), ("modern", {})):
         done = subprocess.run([sys.executable, "-m", "tests.corpus.styles", group, str(out)], cwd=ROOT,
                               env={**env, **extra}, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stderr[-3000:]

