@@ -135,7 +135,7 @@ def convert_all(out_dir: Path, model: str, pb: Path, calibration: str | None, re
 def bias_scale_bytes(path: Path) -> int:
     """Bytes of the per-channel scales of int32 biases (CONV_2D, DEPTHWISE_CONV_2D,
     FULLY_CONNECTED), which integer kernels need and a dynamic-range model does not have."""
-    from tfshrink.model.flatbuffer import opcode_names, schema
+    from tfshrink.tflite.flatbuffer import opcode_names, schema
 
     fb = schema()
     model = fb.Model.GetRootAs(path.read_bytes(), 0)

@@ -23,11 +23,11 @@ if TYPE_CHECKING:
     from tfshrink.reporting.compare import compare_models
     from tfshrink.reporting.html import report
     from tfshrink.reporting.view import view
-    from tfshrink.transforms import transform
+    from tfshrink.transformer import transform
     from tfshrink.verification import verify
 
 _LAZY = {"bench": "tfshrink.benchmarking", "convert": "tfshrink.conversion", "freeze": "tfshrink.freezer",
-         "inspect": "tfshrink.inspection", "load": "tfshrink.model", "transform": "tfshrink.transforms",
+         "inspect": "tfshrink.inspection", "load": "tfshrink.model", "transform": "tfshrink.transformer",
          "verify": "tfshrink.verification", "compare_models": "tfshrink.reporting.compare",
          "report": "tfshrink.reporting.html", "view": "tfshrink.reporting.view", "run_recipe": "tfshrink.recipe"}
 

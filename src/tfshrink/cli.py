@@ -231,7 +231,7 @@ def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...]
            signature: str | None, tags: str | None, feeds: str | None, no_verify: bool, atol: float, rtol: float,
            input_shapes: tuple[str, ...], as_json: bool) -> int:
     """Freeze a checkpoint, SavedModel or Keras model into one GraphDef, then verify it."""
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
     from tfshrink.freezer import freeze as run_freeze
 
     result = run_freeze(source, output, outputs=outputs, binds=list(binds), text=text,
@@ -322,7 +322,7 @@ def _print_inspect(r: Any) -> None:
 
 
 def _print_fake_quant(con: Any, ranges: list[dict]) -> None:
-    from tfshrink.qat.ranges import range_text
+    from tfshrink.graph.fake_quant import range_text
 
     con.print(f"fake-quant ranges ({len(ranges)}):")
     for q in ranges:
@@ -382,7 +382,7 @@ def _dynamic_range(counts: dict[str, int] | None) -> str:
 def verify(model_a: str, model_b: str, feeds: str | None, preprocess: str | None, samples: int, atol: float,
            rtol: float, seed: int, input_shapes: tuple[str, ...], binds: tuple[str, ...], as_json: bool) -> int:
     """Run two models of any formats on the same inputs and compare every output."""
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
     from tfshrink.verification import verify as run_verify
 
     with _progress("running both models") as step:
@@ -439,8 +439,8 @@ def transform(source: str | None, in_graph: str | None, output: str | None, inpu
               as_json: bool) -> int:
     """Rewrite a frozen GraphDef with graph_transforms' transforms, on pip TensorFlow."""
     from tfshrink.errors import UserError
+    from tfshrink.transformer import transform as run_transform
     from tfshrink.transforms import OPTIMIZE_SPEC, REGISTRY
-    from tfshrink.transforms import transform as run_transform
 
     if list_only:
         for name in sorted(REGISTRY):
@@ -455,7 +455,7 @@ def transform(source: str | None, in_graph: str | None, output: str | None, inpu
     if not src or not output or not (spec or optimize):
         raise UserError("transform needs a SOURCE (or --in_graph), -o/--out_graph and --transforms or --optimize",
                         "see `tfshrink transform --help`")
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
 
     result = run_transform(src, output, spec, inputs=inputs, outputs=outputs, text=text, optimize=optimize,
                            check=check, check_each=check_each, atol=atol, rtol=rtol,
@@ -523,8 +523,8 @@ def bench(model: str, runs: int | None, min_seconds: float | None, warmup: int, 
           as_json: bool) -> int:
     """Time a model of any format: latency, throughput, size, memory and FLOPs (benchmark_model on pip)."""
     from tfshrink.benchmarking import bench as run_bench
+    from tfshrink.data.feeds import parse_shape_overrides
     from tfshrink.errors import UserError
-    from tfshrink.feeds import parse_shape_overrides
 
     if runs is not None and min_seconds is not None:
         raise UserError("give --runs or --min-seconds, not both", "--runs N for a count, --min-seconds S for a time")
@@ -671,7 +671,7 @@ def convert(source: str, output: str, quantize: str, calibration: str | None, ca
             as_json: bool) -> int:
     """Convert a model to TFLite (float, float16, dynamic-range, int8, int16x8) and check it against the source."""
     from tfshrink.conversion import convert as run_convert
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
 
     with _phase_progress() as step:
         result = run_convert(source, output, quantize=quantize, calibration=calibration,
@@ -770,7 +770,7 @@ def compare(models: tuple[str, ...], feeds: str | None, samples: int, preprocess
             no_bench: bool, seed: int, names: str | None, input_shapes: tuple[str, ...], binds: tuple[str, ...],
             as_json: bool) -> int:
     """Put models side by side: format, size, latency p50 and agreement with the first (A B [C ...])."""
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
     from tfshrink.reporting.compare import compare_models
 
     with _phase_progress() as step:
@@ -868,7 +868,7 @@ def report(models: tuple[str, ...], output: str, names: str | None, quant_errors
            samples: int, preprocess: str | None, runs: int, no_bench: bool, title: str | None,
            input_shapes: tuple[str, ...], as_json: bool) -> int:
     """Write one self-contained HTML report: stages, size and latency charts, agreement, quantization error."""
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
     from tfshrink.reporting.html import report as run_report
 
     with _phase_progress() as step:

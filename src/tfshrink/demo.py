@@ -18,7 +18,7 @@ def run_demo(out_dir: str | Path, console: Any) -> int:
     from tfshrink.freezer import freeze
     from tfshrink.inspection import human_count, inspect
     from tfshrink.model import load
-    from tfshrink.transforms import transform
+    from tfshrink.transformer import transform
     from tfshrink.verification import verify
     from tfshrink.zoo import mtcnn
 

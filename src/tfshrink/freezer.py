@@ -9,7 +9,7 @@ from typing import Any
 
 from tfshrink.errors import CheckFailed, UserError
 from tfshrink.fileio import atomic_write, check_output, serialize_graph_def
-from tfshrink.model import Model, load
+from tfshrink.model import Model, ambiguity_error, load
 from tfshrink.model.freezing import parse_binds
 from tfshrink.model.graphdef import GraphDefModel
 from tfshrink.names import split_names
@@ -37,14 +37,6 @@ class FreezeResult:
                 "notes": list(self.notes)}
 
 
-def ambiguity_error(model: Model) -> UserError:
-    det = model.detection  # type: ignore[attr-defined]
-    lines = ", ".join(f"{c.name} ({c.op}{'' if c.strong else ', weak'})" for c in det.candidates[:8])
-    suggestion = ",".join(det.suggested_outputs)
-    return UserError(f"{model.path}: cannot tell the outputs apart; candidates, best first: {lines or 'none'}",
-                     f"pass --outputs {suggestion}" if suggestion else "pass --outputs NODE[,NODE]")
-
-
 def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | str | None = None,
            binds: Mapping[str, Any] | Sequence[str] | None = None, text: bool = False,
            verify: bool = True, inputs: str | Path | None = None, signature: str | None = None,
@@ -63,7 +55,7 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
     model = load(source, signature=signature, outputs=wanted or None, tags=tags)
     notes: list[str] = []
     if wanted:  # a quantization-aware graph's last layer is read after its output fake-quant
-        from tfshrink.qat.convert import quantized_outputs
+        from tfshrink.conversion.fake_quant import quantized_outputs
 
         swapped = quantized_outputs(model, wanted, notes)
         if swapped != wanted:

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tfshrink.feeds import DEFAULT_BATCH
+from tfshrink.data.feeds import DEFAULT_BATCH
+from tfshrink.graph.fake_quant import FAKE_QUANT_TYPES, checkpoint_variables, fake_quant_ranges
 from tfshrink.graph.ir import parse_tensor
 from tfshrink.graph.shapes import const_elements
 from tfshrink.model import Model, TensorSpec, load
@@ -218,8 +219,6 @@ def _model_graph_def(graph_def: Any) -> Any:
 
 def _fake_quant(model: Model, graph_def: Any) -> dict[str, Any]:
     """{"fake_quant": [...]}: the FakeQuant ranges of a quantization-aware model, else {}."""
-    from tfshrink.qat.ranges import model_ranges
-
     ranges = model_ranges(model, graph_def)
     return {"fake_quant": ranges} if ranges else {}
 
@@ -229,8 +228,8 @@ def _tflite_extra(data: bytes) -> dict[str, Any]:
     that stayed float, for integer models) and "preprocess" (the stored preprocessing)."""
     import json
 
-    from tfshrink.conversion.metadata import quantization_summary, read_metadata
-    from tfshrink.conversion.preprocess import METADATA_NAME, Preprocess
+    from tfshrink.tflite.metadata import quantization_summary, read_metadata
+    from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess
 
     out: dict[str, Any] = {}
     summary = quantization_summary(data)
@@ -255,3 +254,20 @@ def _prod(shape: tuple | None) -> int:
     for d in shape or ():
         n *= int(d or 0)
     return n
+
+
+def model_ranges(model: Any, graph_def: Any = None) -> list[dict[str, Any]]:
+    """FakeQuant ranges of a loaded tfshrink model (for `inspect`): a GraphDef's or checkpoint's
+    FakeQuant nodes (a checkpoint's range variables read from it), or a quantize_model Keras
+    model's learned activation ranges. Empty for models without fake-quant."""
+    if model.format == "keras":
+        if not any(type(layer).__module__ == "tfshrink.model.keras_layers" for layer in model.keras_model.layers):
+            return []
+        from tfshrink.model.keras_layers import activation_ranges
+
+        return [{"node": name, "op": "FakeQuantWithMinMaxVars", "kind": "activation", "min": [lo], "max": [hi],
+                 "updates": count, "learned": count > 0} for name, lo, hi, count in activation_ranges(model.keras_model)]
+    if graph_def is None or not any(n.op in FAKE_QUANT_TYPES for n in graph_def.node):
+        return []
+    variables = checkpoint_variables(str(model.path)) if model.format == "checkpoint" else None
+    return [r.to_json() for r in fake_quant_ranges(graph_def, variables, evaluate=model.format == "graphdef")]

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tfshrink.conversion.calibration import RANDOM_WARNING, InputSpec, load_calibration
-from tfshrink.conversion.preprocess import parse_preprocess
+from tfshrink.data.calibration import RANDOM_WARNING, InputSpec, load_calibration
 from tfshrink.errors import UserError
+from tfshrink.tflite.preprocess import parse_preprocess
 
 IMAGE = [InputSpec("image", "float32", (1, 8, 8, 3))]
 

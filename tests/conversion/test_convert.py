@@ -111,7 +111,7 @@ def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted],
     times conv1 (1 input channel, 144 weights) in int8 against float and keeps the faster; when
     float won, it times the next layer (conv2, after the pool) in dynamic-range form the same way.
     The notes say which, with both latencies."""
-    from tfshrink.model.flatbuffer import opcode_names, schema, type_names
+    from tfshrink.tflite.flatbuffer import opcode_names, schema, type_names
 
     out = tmp_path / "default.tflite"
     r = tfshrink.convert(digits.keras, out, quantize="int8", calibration=digits.calibration_npz)

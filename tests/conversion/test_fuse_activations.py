@@ -46,7 +46,7 @@ def _graph(spelling: str) -> Any:
 
 
 def _tflite_ops(graph_def: Any) -> list[str]:
-    from tfshrink.conversion.metadata import tensor_names
+    from tfshrink.tflite.metadata import tensor_names
 
     tf = _tf.tf()
     converter = tf.compat.v1.lite.TFLiteConverter(graph_def, None, None, input_arrays_with_shape=[("x", [1, 6, 6, 3])],

@@ -12,10 +12,10 @@ import pytest
 import tfshrink
 from tests import builders
 from tfshrink.conversion.hybrid import HYBRID, MIN_WEIGHTS, hybridize
-from tfshrink.conversion.metadata import read_metadata
 from tfshrink.conversion.speed import next_layer
-from tfshrink.model.flatbuffer import opcode_names, schema, type_names
 from tfshrink.model.tflite import TFLiteModel
+from tfshrink.tflite.flatbuffer import opcode_names, schema, type_names
+from tfshrink.tflite.metadata import read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_next_layer_walks_the_model_in_op_order(leading_float: bytes) -> None:
 def test_inspect_names_the_dynamic_range_ops(leading_float: bytes, tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
     from tfshrink.cli import main
-    from tfshrink.conversion.metadata import precision
+    from tfshrink.tflite.metadata import precision
 
     conv2 = _named(_layers(leading_float), "conv2")
     data = hybridize(leading_float, [conv2]).data

@@ -52,7 +52,7 @@ def _face_probability(model: tfshrink.Model, crops: np.ndarray) -> np.ndarray:
 def test_no_float_ops_left(onet_int8: Onet) -> None:
     """Every op computes in int8: float only at the model's own edges (float32 I/O, tfshrink's
     default), where one QUANTIZE takes the input and a DEQUANTIZE gives each output."""
-    from tfshrink.model.flatbuffer import opcode_names, schema
+    from tfshrink.tflite.flatbuffer import opcode_names, schema
 
     fb = schema()
     r = onet_int8.result

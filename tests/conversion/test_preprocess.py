@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from tfshrink.conversion.preprocess import Preprocess, parse_preprocess
 from tfshrink.errors import UserError
+from tfshrink.tflite.preprocess import Preprocess, parse_preprocess
 
 
 def test_parses_the_full_spec() -> None:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import tfshrink
-from tfshrink.feeds import random_feeds
+from tfshrink.data.feeds import random_feeds
 
 TWO_IO_INPUTS = [("image", "float32", (None, 12, 12, 3)), ("meta", "float32", (None, 4))]
 KERAS_OUTPUTS = [("scores", "float32", (None, 5)), ("box", "float32", (None, 4))]

@@ -74,5 +74,5 @@ def test_unknown_output_name_names_the_closest(onet_ckpt: Path, tmp_path: Path) 
     pb = tmp_path / "onet.pb"
     tfshrink.freeze(onet_ckpt, pb, verify=False)
     with pytest.raises(UserError, match="no output named 'onet/prob'") as exc:
-        tfshrink.transforms.transform(pb, tmp_path / "y.pb", "strip_unused_nodes", outputs="onet/prob")
+        tfshrink.transform(pb, tmp_path / "y.pb", "strip_unused_nodes", outputs="onet/prob")
     assert "onet/prob1" in (exc.value.hint or "")

@@ -291,7 +291,7 @@ def test_sparsify_gather_skips_unsupported_and_reuses_an_existing_init_node() ->
 
 def test_sparsify_gather_through_transform_is_checked(tmp_path) -> None:
     """The check after transform() runs the lookup table's initializer, as serving would."""
-    from tfshrink.transforms import transform
+    from tfshrink.transformer import transform
 
     tf = _tf.tf()
     g = tf.Graph()

@@ -15,7 +15,8 @@ from tfshrink.cli import main
 from tfshrink.errors import CheckFailed
 from tfshrink.fileio import serialize_graph_def
 from tfshrink.graph.ir import Graph
-from tfshrink.transforms import OPTIMIZE_SPEC, apply_transforms, transform
+from tfshrink.transformer import transform
+from tfshrink.transforms import OPTIMIZE_SPEC, apply_transforms
 
 
 def _keras3_bn_model(path: Path) -> Path:

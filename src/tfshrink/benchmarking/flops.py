@@ -131,7 +131,7 @@ def tflite_flops(model_bytes: bytes, runtime_shapes: Mapping[int, Sequence[int]]
     Shapes are the flatbuffer's, except for tensor indexes in `runtime_shapes` (the shapes an
     interpreter computed after its inputs were resized).
     """
-    from tfshrink.model.flatbuffer import opcode_names, schema
+    from tfshrink.tflite.flatbuffer import opcode_names, schema
 
     model = schema().Model.GetRootAs(model_bytes, 0)
     codes = opcode_names(model)

@@ -25,8 +25,8 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.benchmarking.flops import FlopCount, graph_flops, tflite_flops
 from tfshrink.benchmarking.profile import Profile, from_step_stats
+from tfshrink.data.feeds import random_feeds
 from tfshrink.errors import UserError, first_line
-from tfshrink.feeds import random_feeds
 from tfshrink.model import TensorSpec, detect_format
 
 UNKNOWN_DIM_EXAMPLE = 224  # what the --input-shape hint suggests for an unknown non-batch dim
@@ -110,7 +110,7 @@ class Runner:
         """Where convert recorded the model's preprocessing, its image input gets random pixels put
         through it (quantized for an int8/uint8 input), so the values are the ones the model sees
         in use: a detector's post-processing, for one, runs longer on some scores than others."""
-        from tfshrink.conversion.preprocess import read_preprocess
+        from tfshrink.tflite.preprocess import read_preprocess
 
         recorded = read_preprocess(path)
         if recorded is None:

@@ -22,7 +22,6 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.conversion.calibration import Calibration, InputSpec, image_input, load_calibration
 from tfshrink.conversion.converter import (
     CALIBRATED,
     IO_TYPES,
@@ -33,15 +32,17 @@ from tfshrink.conversion.converter import (
     prepare_graph,
 )
 from tfshrink.conversion.layers import DEBUG_SAMPLES, FLAG_ABOVE, AutoKeep, LayerError, Target
-from tfshrink.conversion.metadata import Precision, io_specs, precision, rewrite
-from tfshrink.conversion.preprocess import METADATA_NAME, Preprocess, parse_preprocess, read_preprocess
 from tfshrink.conversion.ranges import METHODS as RANGE_METHODS
+from tfshrink.data.calibration import Calibration, InputSpec, image_input, load_calibration
 from tfshrink.errors import UserError, first_line
 from tfshrink.fileio import atomic_write, check_output
-from tfshrink.model import Model, TensorSpec, load
-from tfshrink.model.flatbuffer import builtin_ops
+from tfshrink.model import Model, TensorSpec, ambiguity_error, load
 from tfshrink.model.freezing import parse_binds
+from tfshrink.model.tflite import io_specs
 from tfshrink.names import resolve_tensors, split_names
+from tfshrink.tflite.flatbuffer import builtin_ops
+from tfshrink.tflite.metadata import Precision, precision, rewrite
+from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess, parse_preprocess, read_preprocess
 from tfshrink.verification import SourceView, VerifyResult, bound_values, compare
 
 __all__ = ["MODES", "ConvertResult", "Preprocess", "convert", "parse_preprocess", "read_preprocess"]
@@ -128,7 +129,7 @@ def _size(path: Path) -> int:
 
 
 def _shape_overrides(shapes: Mapping[str, Sequence[int]] | Sequence[str] | None) -> dict[str, tuple[int, ...]]:
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
 
     if not shapes:
         return {}
@@ -237,8 +238,6 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         wanted = split_names(outputs)
         detection = getattr(model, "detection", None)
         if not wanted and detection is not None and detection.ambiguous and model.format != "savedmodel":
-            from tfshrink.freezer import ambiguity_error
-
             raise ambiguity_error(model)
         signatures = getattr(model, "signature_names", [])
         if model.format == "savedmodel" and len(signatures) > 1:
@@ -246,7 +245,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                          "(pick another with --signature)")
         bind_map = parse_binds(binds)
         frozen = model.freeze(wanted or None, bind_map)
-        from tfshrink.qat.convert import has_fake_quant
+        from tfshrink.conversion.fake_quant import has_fake_quant
 
         qat = mode == "int8" and has_fake_quant(frozen.graph_def)
         ranges: list[Any] = []
@@ -280,7 +279,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         auto_keep = None
         converted = None
         if qat:
-            from tfshrink.qat.convert import convert_fake_quant_graph
+            from tfshrink.conversion.fake_quant import convert_fake_quant_graph
 
             converted = Converted(convert_fake_quant_graph(graph_def, specs, list(frozen.outputs), in_type, out_type,
                                                            str(source)))
@@ -341,7 +340,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             else:
                 random = None
                 if qat and spec is None and not (calib and calib.samples):
-                    from tfshrink.qat.convert import range_feeds
+                    from tfshrink.conversion.fake_quant import range_feeds
 
                     random = range_feeds(frozen.graph_def, specs, ranges, verify_samples, seed)
                 verification, verify_inputs = _verify(
@@ -497,7 +496,7 @@ def _qat_source(model: Model, frozen: Any, wanted: list[str], keep: tuple[str, .
                 warnings: list[str], defaults: dict[str, Any]) -> tuple[Any, list[Any]]:
     """int8 of a quantization-aware trained graph: check that it can take the QAT path and return
     (the frozen graph, read after the last layers' fake-quants; its FakeQuant ranges)."""
-    from tfshrink.qat.convert import checked_ranges, quantized_outputs
+    from tfshrink.conversion.fake_quant import checked_ranges, quantized_outputs
 
     if keep or auto:
         raise UserError("--keep-float picks layers for calibrated int8; this graph's ranges come from its FakeQuant "
@@ -619,7 +618,7 @@ def _quantized_input(spec: Preprocess | None, data: bytes) -> Preprocess | None:
     """Add the quantized input's scale and zero point (and the raw pixel map) to the spec."""
     if spec is None:
         return None
-    from tfshrink.model.flatbuffer import schema, type_names
+    from tfshrink.tflite.flatbuffer import schema, type_names
 
     model = schema().Model.GetRootAs(data, 0)
     sub = model.Subgraphs(0)
@@ -767,7 +766,7 @@ def _verify_upstream(missing: list[str], frontier: list[str], graph_def: Any, sp
 
 def _random_feeds(specs: Sequence[InputSpec], spec: Preprocess | None, samples: int, seed: int
                   ) -> list[dict[str, np.ndarray]]:
-    from tfshrink.feeds import random_feeds
+    from tfshrink.data.feeds import random_feeds
 
     out = []
     for i in range(max(1, samples)):

@@ -17,12 +17,12 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.conversion.calibration import InputSpec
-from tfshrink.conversion.metadata import tensor_names
+from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.ir import parse_tensor
-from tfshrink.model.flatbuffer import builtin_ops
 from tfshrink.names import closest, feed_key
+from tfshrink.tflite.flatbuffer import builtin_ops
+from tfshrink.tflite.metadata import tensor_names
 
 MODES = ("none", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}

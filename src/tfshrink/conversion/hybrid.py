@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.model.flatbuffer import op_names, pack, schema, text, type_names
+from tfshrink.tflite.flatbuffer import op_names, pack, schema, text, type_names
 
 MIN_WEIGHTS = 1024  # TFLite's dynamic-range quantizer leaves smaller weight tensors in float
 # op -> (axis of the output channels in its weights, op version of the hybrid per-channel kernel as

@@ -24,15 +24,15 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.conversion.calibration import InputSpec
 from tfshrink.conversion.converter import (
     ConvertOptions,
     configured_converter,
     quantize,
     representative_dataset,
 )
-from tfshrink.conversion.metadata import rewrite
+from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError
+from tfshrink.tflite.metadata import rewrite
 
 HEALTHY = 1.0 / math.sqrt(12.0)  # RMSE/scale of rounding to the nearest step: 0.2887
 FLAG_ABOVE = 0.7  # TF's debugger guide calls layers above this suspect

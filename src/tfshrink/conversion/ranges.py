@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.conversion.calibration import InputSpec
+from tfshrink.data.calibration import InputSpec
 
 METHODS = ("mse", "minmax")
 BINS = 2048
@@ -104,7 +104,7 @@ def best_range(counts: np.ndarray, zeros: int, lo: float, hi: float) -> tuple[fl
 def _ranged(calibrated: bytearray) -> dict[int, tuple[str, Any, Any]]:
     """Tensor index -> (name, min view, max view) for the float activations with one recorded,
     non-empty range, not model inputs or outputs; the views write into `calibrated`."""
-    from tfshrink.model.flatbuffer import schema
+    from tfshrink.tflite.flatbuffer import schema
 
     fb = schema()
     sub = fb.Model.GetRootAs(calibrated, 0).Subgraphs(0)

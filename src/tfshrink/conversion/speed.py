@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.conversion.calibration import InputSpec
 from tfshrink.conversion.converter import ConvertOptions, calibrate, quantize
 from tfshrink.conversion.hybrid import MIN_WEIGHTS, hybridize
+from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError
 
 MARGIN = 0.05  # keep the first conv in float only when that is more than 5% faster
@@ -110,7 +110,7 @@ class Int8Choice:
 
 def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
     """(main subgraph, [(op name, operator)] in order) of a TFLite model."""
-    from tfshrink.model.flatbuffer import opcode_names, schema
+    from tfshrink.tflite.flatbuffer import opcode_names, schema
 
     model = schema().Model.GetRootAs(data, 0)
     sub = model.Subgraphs(0)

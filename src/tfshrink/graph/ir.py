@@ -11,29 +11,9 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from tfshrink.names import parse_tensor, producer, tensor_name
 
-def parse_tensor(ref: str) -> tuple[str, int, bool]:
-    """Split a NodeDef input string ("^ctrl", "node", "node:2") into (node, index, is_control)."""
-    if ref.startswith("^"):
-        return ref[1:], -1, True
-    name, sep, idx = ref.rpartition(":")
-    if sep and idx.isdigit():
-        return name, int(idx), False
-    return ref, 0, False
-
-
-def producer(ref: str) -> str:
-    """The node an input string reads from; the same as parse_tensor(ref)[0], without the tuple."""
-    if ref[:1] == "^":
-        return ref[1:]
-    if ":" in ref:
-        return parse_tensor(ref)[0]
-    return ref
-
-
-def tensor_name(node: str, index: int = 0) -> str:
-    """The short tensor name users see: "node" for output 0, "node:k" otherwise."""
-    return node if index == 0 else f"{node}:{index}"
+__all__ = ["Graph", "GraphError", "parse_tensor", "producer", "tensor_name"]
 
 
 def _called(nodes: Iterable[Any]) -> set[str]:

@@ -10,7 +10,7 @@ from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 
 FORMATS = ("checkpoint", "savedmodel", "keras", "graphdef", "tflite")
 
-__all__ = ["FORMATS", "FrozenGraph", "Model", "TensorSpec", "detect_format", "load"]
+__all__ = ["FORMATS", "FrozenGraph", "Model", "TensorSpec", "ambiguity_error", "detect_format", "load"]
 
 
 def detect_format(path: str | Path) -> tuple[str, Path]:
@@ -78,3 +78,11 @@ def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[st
     from tfshrink.model.tflite import TFLiteModel
 
     return TFLiteModel(p)
+
+
+def ambiguity_error(model: Model) -> UserError:
+    det = model.detection  # type: ignore[attr-defined]
+    lines = ", ".join(f"{c.name} ({c.op}{'' if c.strong else ', weak'})" for c in det.candidates[:8])
+    suggestion = ",".join(det.suggested_outputs)
+    return UserError(f"{model.path}: cannot tell the outputs apart; candidates, best first: {lines or 'none'}",
+                     f"pass --outputs {suggestion}" if suggestion else "pass --outputs NODE[,NODE]")

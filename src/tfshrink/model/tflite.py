@@ -11,6 +11,7 @@ import numpy as np
 
 from tfshrink.errors import UserError, first_line
 from tfshrink.model.base import Model, TensorSpec
+from tfshrink.tflite.flatbuffer import schema, type_names
 
 QUANTIZED_DTYPES = {np.dtype("int8"), np.dtype("uint8"), np.dtype("int16")}
 
@@ -182,7 +183,7 @@ def _refreshed(old: list[dict], new: list[dict]) -> list[dict]:
 def flatbuffer_summary(data: bytes) -> dict[str, Any]:
     """Op histogram, custom ops, tensor count, constant bytes by dtype and metadata of a .tflite,
     read straight from the flatbuffer (no tensor data is copied)."""
-    from tfshrink.model.flatbuffer import builtin_ops, opcode_names, schema, type_names
+    from tfshrink.tflite.flatbuffer import builtin_ops, opcode_names, schema, type_names
 
     model = schema().Model.GetRootAs(data, 0)
     codes = opcode_names(model)
@@ -224,3 +225,34 @@ def flatbuffer_summary(data: bytes) -> dict[str, Any]:
     return {"ops": dict(sorted(ops.items(), key=lambda kv: (-kv[1], kv[0]))), "custom_ops": sorted(custom),
             "tensors": tensors, "weight_bytes": dict(sorted(weight_bytes.items())),
             "weight_parameters": weight_params, "subgraphs": model.SubgraphsLength(), "metadata": metadata}
+
+
+def io_specs(data: bytes) -> tuple[list[Any], list[Any]]:
+    """(inputs, outputs) of the main subgraph as TensorSpecs, named by the serving signature's keys
+    when there is one, read from the flatbuffer (so also for models LiteRT here cannot load)."""
+    model = schema().Model.GetRootAs(data, 0)
+    types = {k: v.lower() for k, v in type_names().items()}
+    sub = model.Subgraphs(0)
+    keys: dict[int, str] = {}
+    for s in range(model.SignatureDefsLength()):
+        sig = model.SignatureDefs(s)
+        if sig.SubgraphIndex() != 0:
+            continue
+        for getter, count in ((sig.Inputs, sig.InputsLength()), (sig.Outputs, sig.OutputsLength())):
+            for i in range(count):
+                tm = getter(i)
+                keys[int(tm.TensorIndex())] = (tm.Name() or b"").decode()
+        break
+
+    def spec(index: int) -> Any:
+        t = sub.Tensors(index)
+        dims = [t.ShapeSignature(d) for d in range(t.ShapeSignatureLength())] or \
+            [t.Shape(d) for d in range(t.ShapeLength())]
+        q = t.Quantization()
+        quant = (float(q.Scale(0)), int(q.ZeroPoint(0))) if q is not None and q.ScaleLength() else None
+        dtype = types.get(t.Type(), str(t.Type()))
+        return TensorSpec(keys.get(index) or (t.Name() or b"").decode(), {"float32": "float32"}.get(dtype, dtype),
+                          tuple(None if int(d) < 0 else int(d) for d in dims), quantization=quant)
+
+    return ([spec(int(sub.Inputs(i))) for i in range(sub.InputsLength())],
+            [spec(int(sub.Outputs(i))) for i in range(sub.OutputsLength())])

@@ -33,22 +33,22 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from tfshrink.graph.fake_quant import FakeQuantRange, fake_quant_ranges
     from tfshrink.qat.convert import QatConvertResult, convert_qat
     from tfshrink.qat.graph import QuantizeReport, create_eval_graph, create_training_graph
     from tfshrink.qat.keras import activation_ranges, quantize_model
-    from tfshrink.qat.ranges import FakeQuantRange, fake_quant_ranges
     from tfshrink.qat.train import QatResult, qat_keras
 
 __all__ = ["FakeQuantRange", "QatConvertResult", "QatResult", "QuantizeReport", "activation_ranges", "convert_qat",
            "create_eval_graph", "create_training_graph", "fake_quant_ranges", "qat_keras", "quantize_model"]
 
-_LAZY = {"QatConvertResult": "convert", "convert_qat": "convert", "QuantizeReport": "graph",
-         "create_eval_graph": "graph", "create_training_graph": "graph", "activation_ranges": "keras",
-         "quantize_model": "keras", "FakeQuantRange": "ranges", "fake_quant_ranges": "ranges",
-         "QatResult": "train", "qat_keras": "train"}
+_LAZY = {"QatConvertResult": "qat.convert", "convert_qat": "qat.convert", "QuantizeReport": "qat.graph",
+         "create_eval_graph": "qat.graph", "create_training_graph": "qat.graph", "activation_ranges": "qat.keras",
+         "quantize_model": "qat.keras", "FakeQuantRange": "graph.fake_quant", "fake_quant_ranges": "graph.fake_quant",
+         "QatResult": "qat.train", "qat_keras": "qat.train"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module(f"tfshrink.qat.{_LAZY[name]}"), name)
+        return getattr(importlib.import_module(f"tfshrink.{_LAZY[name]}"), name)
     raise AttributeError(f"module 'tfshrink.qat' has no attribute {name!r}")

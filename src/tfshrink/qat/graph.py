@@ -61,27 +61,25 @@ from typing import Any
 
 from tfshrink import _tf
 from tfshrink.errors import UserError
+from tfshrink.graph.fake_quant import (
+    ACT_SUFFIX,
+    FAKE_QUANT_TYPES,
+    INIT_MAX,
+    INIT_MIN,
+    PASS_THROUGH_TYPES,
+    QUANT_DELAY_VAR,
+    SCOPE,
+    STEPS_VAR,
+)
 
 LAYER_TYPES = ("Conv2D", "DepthwiseConv2dNative", "MatMul")
 BATCH_NORM_TYPES = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3")
 ACTIVATION_TYPES = ("Relu", "Relu6")
 MERGE_TYPES = ("Add", "AddV2", "ConcatV2")
-FAKE_QUANT_TYPES = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
-# Ops that keep their input's quantization (int8 in, same scale out): an activation quantized
-# before one of them is still quantized after it.
-PASS_THROUGH_TYPES = ("Identity", "Snapshot", "StopGradient", "Reshape", "Squeeze", "ExpandDims", "MaxPool",
-                      "Transpose", "Pad", "PadV2", "MirrorPad", "SpaceToDepth", "DepthToSpace", "SpaceToBatchND",
-                      "BatchToSpaceND")
 PARAMETER_SOURCES = ("Const", "VariableV2", "Variable", "VarHandleOp")
 NOT_PARAMETER_TYPES = ("Placeholder", "PlaceholderWithDefault", "Merge", "Switch", "Enter", "Exit",
                        "NextIteration", "LoopCond")
 
-INIT_MIN = -6.0
-INIT_MAX = 6.0
-SCOPE = "tfshrink_qat"
-QUANT_DELAY_VAR = f"{SCOPE}/quant_delay"
-STEPS_VAR = f"{SCOPE}/steps"
-ACT_SUFFIX = "act_quant"
 
 
 @dataclass

@@ -154,7 +154,7 @@ def _as_shapes(value: Any) -> dict[str, tuple[int, ...]] | None:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
         return None
-    from tfshrink.feeds import parse_shape_overrides
+    from tfshrink.data.feeds import parse_shape_overrides
 
     try:
         return parse_shape_overrides(items)

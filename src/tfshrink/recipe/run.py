@@ -214,7 +214,7 @@ class _Runner:
             return {"nodes": r.nodes, "bytes": r.bytes, "inputs": list(r.inputs), "outputs": list(r.outputs),
                     "max_abs_error": None if v is None else v.max_abs}, True
         if kind == "transform":
-            from tfshrink.transforms import transform
+            from tfshrink.transformer import transform
 
             source = kw.pop("source")
             r = transform(source, output, **kw)

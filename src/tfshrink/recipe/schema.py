@@ -106,7 +106,7 @@ def _type_of_default(value: Any) -> str:
 
 # The API function behind each kind; keyword arguments it has beyond the listed options are accepted
 # too (typed by their defaults), so a recipe takes what the API takes.
-API = {"freeze": ("tfshrink.freezer", "freeze"), "transform": ("tfshrink.transforms", "transform"),
+API = {"freeze": ("tfshrink.freezer", "freeze"), "transform": ("tfshrink.transformer", "transform"),
        "convert": ("tfshrink.conversion", "convert"), "verify": ("tfshrink.verification", "verify"),
        "bench": ("tfshrink.benchmarking", "bench"), "report": ("tfshrink.reporting.html", "report")}
 _NOT_OPTIONS = ("progress", "on_step")

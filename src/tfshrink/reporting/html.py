@@ -158,7 +158,9 @@ def render_html(comparison: CompareResult, inspections: Sequence[Any], *, title:
                 quant_errors: Sequence[LayerError] = (), quant_source: str = "",
                 versions: Mapping[str, str] | None = None) -> str:
     """The report as one HTML string (see the module docstring); `inspections` follow `comparison.models`."""
-    from tfshrink import __version__
+    from importlib.metadata import version
+
+    __version__ = version("tfshrink")
 
     models = comparison.models
     names = [m.name for m in models]

@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from tfshrink.data.feeds import load_feeds, random_feeds
 from tfshrink.errors import UserError
-from tfshrink.feeds import load_feeds, random_feeds
 from tfshrink.model import Model, load
 from tfshrink.model.base import TensorSpec
 
@@ -193,7 +193,7 @@ def bound_values(model: Model, binds: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_images(inputs: str | Path) -> bool:
     """Does --inputs name images (a folder, a glob, or one JPEG/PNG file) rather than an .npz?"""
-    from tfshrink.conversion.calibration import IMAGE_SUFFIXES
+    from tfshrink.data.calibration import IMAGE_SUFFIXES
 
     text = str(inputs)
     p = Path(text)
@@ -202,7 +202,7 @@ def is_images(inputs: str | Path) -> bool:
 
 def stored_preprocess(*models: Model) -> Any:
     """The preprocessing stored in the first .tflite among `models` that has one (else None)."""
-    from tfshrink.conversion.preprocess import read_preprocess
+    from tfshrink.tflite.preprocess import read_preprocess
 
     for m in models:
         if m.format == "tflite":
@@ -219,9 +219,9 @@ def image_feed_list(model: Model, images: str | Path, preprocess: Any, samples: 
     import shutil
     import tempfile
 
-    from tfshrink.conversion.calibration import InputSpec, image_input, load_calibration
-    from tfshrink.conversion.preprocess import parse_preprocess
-    from tfshrink.feeds import concrete_shape
+    from tfshrink.data.calibration import InputSpec, image_input, load_calibration
+    from tfshrink.data.feeds import concrete_shape
+    from tfshrink.tflite.preprocess import parse_preprocess
 
     spec = parse_preprocess(preprocess)
     if spec is None:

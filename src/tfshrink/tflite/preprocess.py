@@ -231,7 +231,7 @@ def parse_preprocess(spec: str | Preprocess | Mapping[str, Any] | None) -> Prepr
 
 def read_preprocess(path: str | Path) -> Preprocess | None:
     """The preprocessing stored in a .tflite file by `tfshrink convert --preprocess` (None if none)."""
-    from tfshrink.conversion.metadata import read_metadata
+    from tfshrink.tflite.metadata import read_metadata
 
     p = Path(path)
     try:

@@ -11,7 +11,22 @@ import numpy as np
 
 from tfshrink import _tf
 from tfshrink.graph.ir import Graph, parse_tensor
-from tfshrink.qat.graph import FAKE_QUANT_TYPES, INIT_MAX, INIT_MIN, STEPS_VAR
+
+# The ops TensorFlow's quantization-aware training writes, and the names tfshrink's rewrite gives
+# its variables (tfshrink.qat.graph): shared by the rewrite, its conversion and inspect.
+FAKE_QUANT_TYPES = ("FakeQuantWithMinMaxVars", "FakeQuantWithMinMaxVarsPerChannel", "FakeQuantWithMinMaxArgs")
+# Ops that keep their input's quantization (int8 in, same scale out): an activation quantized
+# before one of them is still quantized after it.
+PASS_THROUGH_TYPES = ("Identity", "Snapshot", "StopGradient", "Reshape", "Squeeze", "ExpandDims", "MaxPool",
+                      "Transpose", "Pad", "PadV2", "MirrorPad", "SpaceToDepth", "DepthToSpace", "SpaceToBatchND",
+                      "BatchToSpaceND")
+# The initial activation range (tf.contrib.quantize's), and the variables that record training.
+INIT_MIN = -6.0
+INIT_MAX = 6.0
+SCOPE = "tfshrink_qat"
+QUANT_DELAY_VAR = f"{SCOPE}/quant_delay"
+STEPS_VAR = f"{SCOPE}/steps"
+ACT_SUFFIX = "act_quant"
 
 _FORWARDING = ("Identity", "Snapshot", "ReadVariableOp", "StopGradient")
 _SOURCES = ("Placeholder", "PlaceholderWithDefault", "VariableV2", "VarHandleOp", "Variable")
@@ -175,20 +190,3 @@ def steps_trained(values: Mapping[str, np.ndarray]) -> int | None:
     if "global_step" in values:
         return int(values["global_step"])
     return None
-
-
-def model_ranges(model: Any, graph_def: Any = None) -> list[dict[str, Any]]:
-    """FakeQuant ranges of a loaded tfshrink model (for `inspect`): a GraphDef's or checkpoint's
-    FakeQuant nodes (a checkpoint's range variables read from it), or a quantize_model Keras
-    model's learned activation ranges. Empty for models without fake-quant."""
-    if model.format == "keras":
-        if not any(type(layer).__module__ == "tfshrink.qat.keras" for layer in model.keras_model.layers):
-            return []
-        from tfshrink.qat.keras import activation_ranges
-
-        return [{"node": name, "op": "FakeQuantWithMinMaxVars", "kind": "activation", "min": [lo], "max": [hi],
-                 "updates": count, "learned": count > 0} for name, lo, hi, count in activation_ranges(model.keras_model)]
-    if graph_def is None or not any(n.op in FAKE_QUANT_TYPES for n in graph_def.node):
-        return []
-    variables = checkpoint_variables(str(model.path)) if model.format == "checkpoint" else None
-    return [r.to_json() for r in fake_quant_ranges(graph_def, variables, evaluate=model.format == "graphdef")]

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.conversion.preprocess import SPEC_HINT, Preprocess
 from tfshrink.errors import UserError
+from tfshrink.tflite.preprocess import SPEC_HINT, Preprocess
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 RANDOM = "random"

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.model.flatbuffer import opcode_names, pack, schema, text, type_names
+from tfshrink.tflite.flatbuffer import opcode_names, pack, schema, text, type_names
 
 SIGNATURE_KEY = "serving_default"
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
@@ -168,36 +168,3 @@ def tensor_names(data: bytes) -> list[tuple[str, str]]:
         if op.OutputsLength():
             out.append((codes[op.OpcodeIndex()], (sub.Tensors(op.Outputs(0)).Name() or b"").decode()))
     return out
-
-
-def io_specs(data: bytes) -> tuple[list[Any], list[Any]]:
-    """(inputs, outputs) of the main subgraph as TensorSpecs, named by the serving signature's keys
-    when there is one, read from the flatbuffer (so also for models LiteRT here cannot load)."""
-    from tfshrink.model.base import TensorSpec
-
-    model = schema().Model.GetRootAs(data, 0)
-    types = {k: v.lower() for k, v in type_names().items()}
-    sub = model.Subgraphs(0)
-    keys: dict[int, str] = {}
-    for s in range(model.SignatureDefsLength()):
-        sig = model.SignatureDefs(s)
-        if sig.SubgraphIndex() != 0:
-            continue
-        for getter, count in ((sig.Inputs, sig.InputsLength()), (sig.Outputs, sig.OutputsLength())):
-            for i in range(count):
-                tm = getter(i)
-                keys[int(tm.TensorIndex())] = (tm.Name() or b"").decode()
-        break
-
-    def spec(index: int) -> Any:
-        t = sub.Tensors(index)
-        dims = [t.ShapeSignature(d) for d in range(t.ShapeSignatureLength())] or \
-            [t.Shape(d) for d in range(t.ShapeLength())]
-        q = t.Quantization()
-        quant = (float(q.Scale(0)), int(q.ZeroPoint(0))) if q is not None and q.ScaleLength() else None
-        dtype = types.get(t.Type(), str(t.Type()))
-        return TensorSpec(keys.get(index) or (t.Name() or b"").decode(), {"float32": "float32"}.get(dtype, dtype),
-                          tuple(None if int(d) < 0 else int(d) for d in dims), quantization=quant)
-
-    return ([spec(int(sub.Inputs(i))) for i in range(sub.InputsLength())],
-            [spec(int(sub.Outputs(i))) for i in range(sub.OutputsLength())])
