@@ -135,10 +135,10 @@ def convert_all(out_dir: Path, model: str, pb: Path, calibration: str | None, re
 def bias_scale_bytes(path: Path) -> int:
     """Bytes of the per-channel scales of int32 biases (CONV_2D, DEPTHWISE_CONV_2D,
     FULLY_CONNECTED), which integer kernels need and a dynamic-range model does not have."""
-    from tfshrink.tflite.flatbuffer import opcode_names, schema
+    from tfshrink.tflite.flatbuffer import opcode_names, read, schema
 
     fb = schema()
-    model = fb.Model.GetRootAs(path.read_bytes(), 0)
+    model = read(path.read_bytes())
     codes = opcode_names(model)
     sub = model.Subgraphs(0)
     seen: set[int] = set()

@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from tfshrink.conversion.modes import MODES
+
 EPILOGS = {
     "freeze": """\b
 Examples:
@@ -625,7 +627,7 @@ def _phase_progress() -> Iterator[Callable[[str, int, int], None]]:
 @cli.command(epilog=EPILOGS["convert"])
 @click.argument("source")
 @click.option("-o", "--output", required=True, help="The .tflite file to write.")
-@click.option("--quantize", type=click.Choice(["none", "float16", "dynamic", "int8", "int16x8"], case_sensitive=False),
+@click.option("--quantize", type=click.Choice(list(MODES), case_sensitive=False),
               default="none", show_default=True, help="Weights/activations precision.")
 @click.option("--calibration", metavar="PATH|GLOB|random",
               help="Calibration data for int8/int16x8: image folder or glob, .npy/.npz, or random.")

@@ -9,18 +9,20 @@ from typing import Any
 
 import numpy as np
 
+from tfshrink.benchmarking import bench
+from tfshrink.conversion import convert
+from tfshrink.freezer import freeze
+from tfshrink.inspection import human_count, inspect
+from tfshrink.model import load
+from tfshrink.reporting.html import report
+from tfshrink.transformer import transform
+from tfshrink.verification import verify
+from tfshrink.zoo import mtcnn
+
 
 def run_demo(out_dir: str | Path, console: Any) -> int:
     """Build ONet as a TF1 checkpoint, freeze it with detected outputs, inspect and verify it on
     a real face and real non-face crops. Returns the exit code."""
-    from tfshrink.benchmarking import bench
-    from tfshrink.conversion import convert
-    from tfshrink.freezer import freeze
-    from tfshrink.inspection import human_count, inspect
-    from tfshrink.model import load
-    from tfshrink.transformer import transform
-    from tfshrink.verification import verify
-    from tfshrink.zoo import mtcnn
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +131,6 @@ def write_calibration_photos(folder: Path) -> int:
 
 def _report(out: Path, models: list[Path], feeds: Path) -> Path:
     """One self-contained HTML page: each stage's summary, size and latency charts, agreement."""
-    from tfshrink.reporting.html import report
 
     path = out / "report.html"
     report(models, path, names=["frozen .pb", "quantize_weights .pb", "int8 .tflite"], inputs=feeds,

@@ -69,3 +69,12 @@ def serialize_graph_def(graph_def: Any, text: bool) -> bytes:
 
         return text_format.MessageToString(graph_def).encode()
     return graph_def.SerializeToString(deterministic=True)
+
+
+def disk_bytes(path: Path) -> int:
+    """Bytes on disk: a file, a folder's files, or all files of a checkpoint prefix."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.parent.glob(f"{path.name}.*") if f.is_file())

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tfshrink.conversion.fake_quant import quantized_outputs
 from tfshrink.errors import CheckFailed, UserError
 from tfshrink.fileio import atomic_write, check_output, serialize_graph_def
 from tfshrink.model import Model, ambiguity_error, load
@@ -55,7 +56,6 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
     model = load(source, signature=signature, outputs=wanted or None, tags=tags)
     notes: list[str] = []
     if wanted:  # a quantization-aware graph's last layer is read after its output fake-quant
-        from tfshrink.conversion.fake_quant import quantized_outputs
 
         swapped = quantized_outputs(model, wanted, notes)
         if swapped != wanted:

@@ -8,10 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from tfshrink.data.feeds import DEFAULT_BATCH
+from tfshrink.fileio import disk_bytes
 from tfshrink.graph.fake_quant import FAKE_QUANT_TYPES, checkpoint_variables, fake_quant_ranges
 from tfshrink.graph.ir import parse_tensor
-from tfshrink.graph.shapes import const_elements
+from tfshrink.graph.shapes import const_elements, dtype_name
 from tfshrink.model import Model, TensorSpec, load
+from tfshrink.model.keras_layers import activation_ranges
+from tfshrink.model.session import placeholder_spec
+from tfshrink.model.tflite import flatbuffer_summary
+from tfshrink.tflite.metadata import quantization_summary, read_metadata
+from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess
 
 
 @dataclass(frozen=True)
@@ -102,13 +108,6 @@ def _quote(s: str) -> str:
     return shlex.quote(s)
 
 
-def _size(path: Path) -> int:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    files = [path] if path.is_file() else list(path.parent.glob(f"{path.name}.*"))
-    return sum(f.stat().st_size for f in files if f.is_file())
-
-
 def inspect(path: str | Path, *, signature: str | None = None, tags: str | None = None) -> InspectResult:
     """Summarize any supported model (see InspectResult)."""
     model = load(path, signature=signature, tags=tags)
@@ -120,11 +119,10 @@ def inspect(path: str | Path, *, signature: str | None = None, tags: str | None 
 
 def _inspect(model: Model) -> InspectResult:
     p = Path(model.path)
-    common = {"path": str(p), "format": model.format, "file_bytes": _size(p),
+    common = {"path": str(p), "format": model.format, "file_bytes": disk_bytes(p),
               "inputs": tuple(model.inputs), "outputs": tuple(model.outputs),
               "bench_command": bench_command(str(p), tuple(model.inputs))}
     if model.format == "tflite":
-        from tfshrink.model.tflite import flatbuffer_summary
 
         s = flatbuffer_summary(model.model_bytes)  # type: ignore[attr-defined]
         return InspectResult(**common, nodes=sum(s["ops"].values()), op_types=s["ops"],
@@ -143,12 +141,10 @@ def _inspect(model: Model) -> InspectResult:
             needed = ir.ancestors(parse_tensor(o.name)[0] for o in model.outputs)
             shapes = model.variable_shapes()  # type: ignore[attr-defined]
             dtypes = {n.name: n.attr["dtype"].type for n in ir if n.op in ("VariableV2", "VarHandleOp")}
-            from tfshrink.graph.shapes import dtype_name
 
             variables = tuple(TensorSpec(v, dtype_name(dtypes[v]) if v in dtypes else "?", tuple(shapes[v]))
                               for v in sorted(shapes) if v in needed)
             var_params = sum(_prod(v.shape) for v in variables)
-        from tfshrink.model.session import placeholder_spec
 
         optional = tuple(placeholder_spec(ir, n) for n in det.optional_inputs)
         return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
@@ -180,7 +176,6 @@ def _inspect(model: Model) -> InspectResult:
 
 def _inspect_v1_saved_model(model: Model, common: dict[str, Any]) -> InspectResult:
     """A SavedModel the TF1 loader read: its MetaGraph's graph (and functions), its variables."""
-    from tfshrink.graph.shapes import dtype_name
 
     graph, _ = model.session()  # type: ignore[attr-defined]
     graph_def = model.meta_graph.graph_def  # type: ignore[attr-defined]
@@ -228,8 +223,6 @@ def _tflite_extra(data: bytes) -> dict[str, Any]:
     that stayed float, for integer models) and "preprocess" (the stored preprocessing)."""
     import json
 
-    from tfshrink.tflite.metadata import quantization_summary, read_metadata
-    from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess
 
     out: dict[str, Any] = {}
     summary = quantization_summary(data)
@@ -263,7 +256,6 @@ def model_ranges(model: Any, graph_def: Any = None) -> list[dict[str, Any]]:
     if model.format == "keras":
         if not any(type(layer).__module__ == "tfshrink.model.keras_layers" for layer in model.keras_model.layers):
             return []
-        from tfshrink.model.keras_layers import activation_ranges
 
         return [{"node": name, "op": "FakeQuantWithMinMaxVars", "kind": "activation", "min": [lo], "max": [hi],
                  "updates": count, "learned": count > 0} for name, lo, hi, count in activation_ranges(model.keras_model)]

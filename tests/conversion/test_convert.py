@@ -111,7 +111,7 @@ def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted],
     times conv1 (1 input channel, 144 weights) in int8 against float and keeps the faster; when
     float won, it times the next layer (conv2, after the pool) in dynamic-range form the same way.
     The notes say which, with both latencies."""
-    from tfshrink.tflite.flatbuffer import opcode_names, schema, type_names
+    from tfshrink.tflite.flatbuffer import opcode_names, read, type_names
 
     out = tmp_path / "default.tflite"
     r = tfshrink.convert(digits.keras, out, quantize="int8", calibration=digits.calibration_npz)
@@ -151,7 +151,7 @@ def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted],
         count = sum(expected.values())
         assert any(n.startswith(f"{count} op(s) stayed float as the int8 default chose") for n in r.notes), r.notes
         if kept_leading:  # conv2 runs as a dynamic-range model runs it: int8 weights, float activations
-            model = schema().Model.GetRootAs(out.read_bytes(), 0)
+            model = read(out.read_bytes())
             sub = model.Subgraphs(0)
             (conv2,) = [sub.Operators(i) for i in range(sub.OperatorsLength())
                         if (sub.Tensors(sub.Operators(i).Outputs(0)).Name() or b"").decode() == step["tensor"]]
@@ -159,7 +159,7 @@ def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted],
             assert type_names()[sub.Tensors(conv2.Inputs(0)).Type()] == "FLOAT32"
     assert r.verification.outputs[0].cosine > 0.999 and r.verification.outputs[0].top1 >= 0.95
     # the softmax reads the dequantized int8 logits and gives the model's float output
-    model = schema().Model.GetRootAs(out.read_bytes(), 0)
+    model = read(out.read_bytes())
     sub = model.Subgraphs(0)
     last = sub.Operators(sub.OperatorsLength() - 1)
     assert opcode_names(model)[last.OpcodeIndex()] == "SOFTMAX"

@@ -14,7 +14,7 @@ from tests import builders
 from tfshrink.conversion.hybrid import HYBRID, MIN_WEIGHTS, hybridize
 from tfshrink.conversion.speed import next_layer
 from tfshrink.model.tflite import TFLiteModel
-from tfshrink.tflite.flatbuffer import opcode_names, schema, type_names
+from tfshrink.tflite.flatbuffer import opcode_names, read, type_names
 from tfshrink.tflite.metadata import read_metadata
 
 
@@ -29,7 +29,7 @@ def leading_float(digits: builders.Digits, tmp_path_factory: pytest.TempPathFact
 
 def _layers(data: bytes) -> dict[str, tuple[str, object, object]]:
     """Output tensor name -> (op, input tensor, weight tensor) of each conv / FC op."""
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     sub = model.Subgraphs(0)
     codes = opcode_names(model)
     found = {}
@@ -72,7 +72,7 @@ def test_hybridize_gives_conv2_int8_per_channel_weights_and_keeps_the_outputs(
     assert q.ScaleLength() == 32 and q.QuantizedDimension() == 0 and not q.ZeroPointAsNumpy().any()
     assert types[after[conv1][2].Type()] == "FLOAT32" and int(np.prod(after[conv1][2].ShapeAsNumpy())) < MIN_WEIGHTS
     # the int8 weights are the float ones to within half a step, per channel
-    model_in, model_out = (schema().Model.GetRootAs(d, 0) for d in (leading_float, hybrid.data))
+    model_in, model_out = (read(d) for d in (leading_float, hybrid.data))
     floats = before[conv2][2]
     original = model_in.Buffers(floats.Buffer()).DataAsNumpy().view(np.float32).reshape(floats.ShapeAsNumpy())
     stored = model_out.Buffers(w.Buffer()).DataAsNumpy().view(np.int8).reshape(w.ShapeAsNumpy())

@@ -52,7 +52,7 @@ def _face_probability(model: tfshrink.Model, crops: np.ndarray) -> np.ndarray:
 def test_no_float_ops_left(onet_int8: Onet) -> None:
     """Every op computes in int8: float only at the model's own edges (float32 I/O, tfshrink's
     default), where one QUANTIZE takes the input and a DEQUANTIZE gives each output."""
-    from tfshrink.tflite.flatbuffer import opcode_names, schema
+    from tfshrink.tflite.flatbuffer import opcode_names, read, schema
 
     fb = schema()
     r = onet_int8.result
@@ -62,7 +62,7 @@ def test_no_float_ops_left(onet_int8: Onet) -> None:
     assert r.ops["PRELU"] == 5 and r.ops["SOFTMAX"] == 1 and "NEG" not in r.ops
     assert not r.warnings, r.warnings
     data = onet_int8.path.read_bytes()
-    model = fb.Model.GetRootAs(data, 0)
+    model = read(data)
     sub = model.Subgraphs(0)
     codes = opcode_names(model)
     edges = {int(sub.Inputs(i)) for i in range(sub.InputsLength())} | \

@@ -75,9 +75,9 @@ def accuracy(predict: Any, x: np.ndarray, y: np.ndarray) -> float:
 def op_types(data: bytes) -> list[tuple[str, list[str], list[str], bool, bool]]:
     """(op, types of its non-constant inputs, output types, reads a model input, writes a model
     output) for every operator of the main subgraph, read from the flatbuffer."""
-    from tfshrink.tflite.flatbuffer import opcode_names, schema, type_names
+    from tfshrink.tflite.flatbuffer import opcode_names, read, type_names
 
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     codes, types = opcode_names(model), type_names()
     sub = model.Subgraphs(0)
     inputs = {int(sub.Inputs(i)) for i in range(sub.InputsLength())}

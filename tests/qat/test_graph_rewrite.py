@@ -127,9 +127,9 @@ def test_depthwise_residual_add_and_concat_convert_to_int8(trained: Path, tmp_pa
     assert any("output logits is read after its fake-quant logits/act_quant/FakeQuant" in n for n in result.notes)
     assert result.verification is not None and result.verification.outputs[0].cosine > 0.99
     # the depthwise weights carry one scale per output channel
-    from tfshrink.tflite.flatbuffer import opcode_names, schema
+    from tfshrink.tflite.flatbuffer import opcode_names, read
 
-    model = schema().Model.GetRootAs((tmp_path / "block.tflite").read_bytes(), 0)
+    model = read((tmp_path / "block.tflite").read_bytes())
     sub = model.Subgraphs(0)
     codes = opcode_names(model)
     for i in range(sub.OperatorsLength()):

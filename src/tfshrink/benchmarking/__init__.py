@@ -51,11 +51,13 @@ from typing import Any
 
 import numpy as np
 
+from tfshrink import _tf
 from tfshrink.benchmarking.flops import FlopCount
 from tfshrink.benchmarking.memory import PeakRSS
 from tfshrink.benchmarking.profile import Profile
 from tfshrink.benchmarking.runners import Runner, open_runner
 from tfshrink.errors import UserError
+from tfshrink.fileio import disk_bytes
 from tfshrink.model import TensorSpec, detect_format
 
 __all__ = ["BenchResult", "bench", "bench_runner", "latency_stats", "measure", "open_runner"]
@@ -162,15 +164,6 @@ def latency_stats(samples_ns: Sequence[int]) -> dict[str, float]:
             "mean": float(ms.mean()), "std": float(ms.std())}
 
 
-def disk_bytes(path: Path) -> int:
-    """Bytes on disk: a file, a folder's files, or all files of a checkpoint prefix."""
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.parent.glob(f"{path.name}.*") if f.is_file())
-
-
 def _check(runs: int | None, min_seconds: float | None, warmup: int, threads: int | None, batch: int) -> None:
     if runs is not None and runs < 1:
         raise UserError(f"runs must be at least 1, not {runs}", "e.g. --runs 100")
@@ -207,7 +200,6 @@ def bench(model_path: str | Path, *, runs: int | None = None, min_seconds: float
             import os
 
             os.environ.setdefault("TF_OVERRIDE_GLOBAL_THREADPOOL", "1")
-        from tfshrink import _tf
 
         _tf.tf()
     memory = PeakRSS().start()

@@ -25,6 +25,7 @@ from typing import Any
 
 from tfshrink.graph.ir import Graph, parse_tensor, tensor_name
 from tfshrink.graph.shapes import tensor_specs
+from tfshrink.tflite.flatbuffer import opcode_names, read
 
 # GraphDef op type -> (kind, index of the input whose shape sets the reduction)
 TF_COUNTED = {
@@ -131,9 +132,8 @@ def tflite_flops(model_bytes: bytes, runtime_shapes: Mapping[int, Sequence[int]]
     Shapes are the flatbuffer's, except for tensor indexes in `runtime_shapes` (the shapes an
     interpreter computed after its inputs were resized).
     """
-    from tfshrink.tflite.flatbuffer import opcode_names, schema
 
-    model = schema().Model.GetRootAs(model_bytes, 0)
+    model = read(model_bytes)
     codes = opcode_names(model)
     result = FlopCount()
     if not model.SubgraphsLength():

@@ -27,7 +27,12 @@ from tfshrink.benchmarking.flops import FlopCount, graph_flops, tflite_flops
 from tfshrink.benchmarking.profile import Profile, from_step_stats
 from tfshrink.data.feeds import random_feeds
 from tfshrink.errors import UserError, first_line
-from tfshrink.model import TensorSpec, detect_format
+from tfshrink.model import TensorSpec, detect_format, load
+from tfshrink.model.freezing import parse_binds
+from tfshrink.model.graphdef import GraphDefModel
+from tfshrink.model.tflite import TFLiteModel
+from tfshrink.names import feed_key
+from tfshrink.tflite.preprocess import read_preprocess
 
 UNKNOWN_DIM_EXAMPLE = 224  # what the --input-shape hint suggests for an unknown non-batch dim
 
@@ -110,7 +115,6 @@ class Runner:
         """Where convert recorded the model's preprocessing, its image input gets random pixels put
         through it (quantized for an int8/uint8 input), so the values are the ones the model sees
         in use: a detector's post-processing, for one, runs longer on some scores than others."""
-        from tfshrink.tflite.preprocess import read_preprocess
 
         recorded = read_preprocess(path)
         if recorded is None:
@@ -156,10 +160,6 @@ class SessionRunner(Runner):
             os.environ.setdefault("TF_OVERRIDE_GLOBAL_THREADPOOL", "1")
         tf = _tf.tf()
         self.version = tf.__version__
-        from tfshrink.model import load
-        from tfshrink.model.freezing import parse_binds
-        from tfshrink.model.graphdef import GraphDefModel
-        from tfshrink.names import feed_key
 
         start = time.perf_counter()
         model = load(path)
@@ -251,7 +251,6 @@ class LiteRTRunner(Runner):
         super().__init__(path, "tflite", threads)
         from importlib.metadata import PackageNotFoundError, version
 
-        from tfshrink.model.tflite import TFLiteModel
 
         try:
             self.version = version("ai-edge-litert")

@@ -17,16 +17,16 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
+from tfshrink.conversion.modes import CALIBRATED
+from tfshrink.conversion.ranges import refine
 from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError, first_line
-from tfshrink.graph.ir import parse_tensor
+from tfshrink.graph.ir import Graph, GraphError, parse_tensor
 from tfshrink.names import closest, feed_key
 from tfshrink.tflite.flatbuffer import builtin_ops
 from tfshrink.tflite.metadata import tensor_names
-
-MODES = ("none", "float16", "dynamic", "int8", "int16x8")
-IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
-CALIBRATED = ("int8", "int16x8")
+from tfshrink.transforms.activations import rewrite_prelus, rewrite_softmaxes
+from tfshrink.transforms.registry import Context
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,6 @@ def refine_ranges(calibrated: bytes, inputs: Sequence[InputSpec], samples: Seque
                   options: ConvertOptions, notes: list[str] | None = None) -> bytes:
     """`calibrated` with its int8 activation ranges narrowed per options.ranges (unchanged for
     "minmax", int16x8, or a model LiteRT cannot run here, which a note says)."""
-    from tfshrink.conversion.ranges import refine
 
     if options.ranges != "mse" or options.quantize != "int8" or not samples:
         return calibrated
@@ -174,9 +173,6 @@ def prepare_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence
     """Rewrite activations the TFLite converter would otherwise leave unfused (and, in int8, partly
     float) into the spellings it fuses: PReLU (fuse_prelu) and softmax (fuse_softmax). The numbers
     stay the same. Returns (GraphDef, notes); the input GraphDef is not changed."""
-    from tfshrink.graph.ir import Graph, GraphError
-    from tfshrink.transforms.activations import rewrite_prelus, rewrite_softmaxes
-    from tfshrink.transforms.registry import Context
 
     try:
         graph = Graph(type(graph_def).FromString(graph_def.SerializeToString()))

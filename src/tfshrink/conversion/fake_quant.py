@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
+from tfshrink.conversion.converter import converter_failure
 from tfshrink.errors import UserError
 from tfshrink.graph.fake_quant import (
     FAKE_QUANT_TYPES,
@@ -162,7 +163,6 @@ def convert_fake_quant_graph(graph_def: Any, specs: Sequence[Any], outputs: Sequ
     inputs; input_type / output_type: "float32", "int8" or "uint8". Raises UserError on failure."""
     import warnings as py_warnings
 
-    from tfshrink.conversion.converter import converter_failure
 
     tf = _tf.tf()
 

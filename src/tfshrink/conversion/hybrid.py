@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.tflite.flatbuffer import op_names, pack, schema, text, type_names
+from tfshrink.tflite.flatbuffer import op_names, pack, schema, text, type_names, unpack
 
 MIN_WEIGHTS = 1024  # TFLite's dynamic-range quantizer leaves smaller weight tensors in float
 # op -> (axis of the output channels in its weights, op version of the hybrid per-channel kernel as
@@ -46,7 +46,7 @@ def hybridize(data: bytes, layers: Collection[str]) -> Hybrid:
     named in `layers` and whose constant float32 weights have at least `MIN_WEIGHTS` elements in
     dynamic-range form. Other ops and layers are left as they are; no change, same bytes."""
     fb = schema()
-    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+    model = unpack(data)
     sub = model.subgraphs[0]
     names = op_names()
     float32, int8 = (next(k for k, v in type_names().items() if v == t) for t in ("FLOAT32", "INT8"))

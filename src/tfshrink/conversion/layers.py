@@ -24,14 +24,18 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
+from tfshrink.benchmarking import bench
 from tfshrink.conversion.converter import (
     ConvertOptions,
     configured_converter,
+    converter_failure,
     quantize,
     representative_dataset,
 )
 from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError
+from tfshrink.model.base import TensorSpec
+from tfshrink.model.graphdef import GraphDefModel
 from tfshrink.tflite.metadata import rewrite
 
 HEALTHY = 1.0 / math.sqrt(12.0)  # RMSE/scale of rounding to the nearest step: 0.2887
@@ -116,7 +120,6 @@ def debug_layers(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[
         except UserError:
             raise
         except Exception as exc:
-            from tfshrink.conversion.converter import converter_failure
 
             raise converter_failure(exc, log.text, where) from None
     return Debugged(bytes(debugger.calibrated_model), _layer_errors(debugger), len(debug_set))
@@ -326,7 +329,6 @@ def _latencies(int8: bytes, chosen: bytes) -> tuple[float | None, float | None]:
     measured taking turns so both see the same machine load."""
     import tempfile
 
-    from tfshrink.benchmarking import bench
 
     if int8 == chosen:
         with tempfile.TemporaryDirectory(prefix="tfshrink-auto-") as tmp:
@@ -353,8 +355,6 @@ def _latencies(int8: bytes, chosen: bytes) -> tuple[float | None, float | None]:
 def float_reference(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[str],
                     feeds: Sequence[dict[str, np.ndarray]], where: Path) -> list[dict[str, np.ndarray]]:
     """The frozen float graph's outputs on `feeds`, in a TF session."""
-    from tfshrink.model.base import TensorSpec
-    from tfshrink.model.graphdef import GraphDefModel
 
     model = GraphDefModel(where, graph_def=graph_def, outputs=list(outputs))
     model.inputs = [TensorSpec(s.name, s.dtype, s.shape) for s in inputs]

@@ -32,6 +32,7 @@ import numpy as np
 
 from tfshrink import _tf
 from tfshrink.data.calibration import InputSpec
+from tfshrink.tflite.flatbuffer import read, schema
 
 METHODS = ("mse", "minmax")
 BINS = 2048
@@ -104,10 +105,9 @@ def best_range(counts: np.ndarray, zeros: int, lo: float, hi: float) -> tuple[fl
 def _ranged(calibrated: bytearray) -> dict[int, tuple[str, Any, Any]]:
     """Tensor index -> (name, min view, max view) for the float activations with one recorded,
     non-empty range, not model inputs or outputs; the views write into `calibrated`."""
-    from tfshrink.tflite.flatbuffer import schema
 
     fb = schema()
-    sub = fb.Model.GetRootAs(calibrated, 0).Subgraphs(0)
+    sub = read(calibrated).Subgraphs(0)
     edges = {int(sub.Inputs(i)) for i in range(sub.InputsLength())} | \
         {int(sub.Outputs(i)) for i in range(sub.OutputsLength())}
     found = {}

@@ -38,10 +38,13 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
+from tfshrink.benchmarking import latency_stats, measure
+from tfshrink.benchmarking.runners import open_runner
 from tfshrink.conversion.converter import ConvertOptions, calibrate, quantize
 from tfshrink.conversion.hybrid import MIN_WEIGHTS, hybridize
 from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError
+from tfshrink.tflite.flatbuffer import opcode_names, read
 
 MARGIN = 0.05  # keep the first conv in float only when that is more than 5% faster
 ROUNDS = 3  # interleaved timing rounds ...
@@ -110,9 +113,8 @@ class Int8Choice:
 
 def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
     """(main subgraph, [(op name, operator)] in order) of a TFLite model."""
-    from tfshrink.tflite.flatbuffer import opcode_names, schema
 
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     sub = model.Subgraphs(0)
     codes = opcode_names(model)
     return sub, [(codes[op.OpcodeIndex()], op) for op in map(sub.Operators, range(sub.OperatorsLength()))]
@@ -171,8 +173,6 @@ def interleaved_latency(models: Sequence[bytes], rounds: int = ROUNDS, runs: int
     """Median p50 latency (ms) of each model in LiteRT (XNNPACK, 1 thread), timed in turns
     (`rounds` rounds of at least `runs` runs and MIN_TURN_S seconds each) so that all see the
     same machine load."""
-    from tfshrink.benchmarking import latency_stats, measure
-    from tfshrink.benchmarking.runners import open_runner
 
     with tempfile.TemporaryDirectory(prefix="tfshrink-int8-") as tmp:
         runners = []

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfshrink import _tf
 from tfshrink.graph.ir import Graph, parse_tensor
 
 VARIABLE_OPS = {"VariableV2", "Variable", "VarHandleOp", "AutoReloadVariable", "_VarHandlesOp"}
@@ -219,7 +220,6 @@ def num_outputs(node: Any) -> int:
     (custom ops such as TFLite_Detection_PostProcess), else from the op's registered OpDef."""
     if "_output_shapes" in node.attr:
         return max(1, len(node.attr["_output_shapes"].list.shape))
-    from tfshrink import _tf
 
     op = _tf.op_def(node.op)
     if op is None:

@@ -2,52 +2,54 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from tfshrink.errors import UserError
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 
-FORMATS = ("checkpoint", "savedmodel", "keras", "graphdef", "tflite")
+# The model formats, each one module with FORMAT, detect(path) -> the path it reads or None,
+# open_model(path, **options) -> Model and, optionally, sniff(first bytes) -> bool. The first
+# detector that claims a path wins, so the order matters (saved_model.pb is a SavedModel, not a
+# GraphDef; a checkpoint prefix is tried once the named file formats have declined). Adding a
+# format is one module and one line here.
+FORMAT_MODULES = {
+    "savedmodel": "tfshrink.model.savedmodel",
+    "keras": "tfshrink.model.keras",
+    "tflite": "tfshrink.model.tflite",
+    "graphdef": "tfshrink.model.graphdef",
+    "checkpoint": "tfshrink.model.checkpoint",
+}
+FORMATS = tuple(FORMAT_MODULES)
 
 __all__ = ["FORMATS", "FrozenGraph", "Model", "TensorSpec", "ambiguity_error", "detect_format", "load"]
 
 
+def _module(fmt: str) -> Any:
+    # Lazy: a format's module imports TensorFlow, Keras or LiteRT; `tfshrink --help` and a
+    # command on one format should not pay for the others.
+    return importlib.import_module(FORMAT_MODULES[fmt])
+
+
 def detect_format(path: str | Path) -> tuple[str, Path]:
     """(format, normalized path) for a model path; a UserError says why when it is none."""
-    from tfshrink.model.checkpoint import checkpoint_prefix
-
     p = Path(path)
+    for fmt in FORMAT_MODULES:
+        found = _module(fmt).detect(p)
+        if found is not None:
+            return fmt, found
     if p.is_dir():
-        if (p / "saved_model.pb").is_file() or (p / "saved_model.pbtxt").is_file():
-            return "savedmodel", p
-        prefix = checkpoint_prefix(p)
-        if prefix is not None:
-            return "checkpoint", prefix
         raise UserError(f"{p}: the folder holds no model",
                         "expected a SavedModel (saved_model.pb) or a TF1 checkpoint (checkpoint, *.meta)")
     if not p.exists():
-        prefix = checkpoint_prefix(p)
-        if prefix is not None:
-            return "checkpoint", prefix
         raise UserError(f"{p}: no such file or folder", "check the path")
-    name = p.name.lower()
-    if name in ("saved_model.pb", "saved_model.pbtxt"):
-        return "savedmodel", p.parent
-    if name.endswith(".keras") or name.endswith(".h5") or name.endswith(".hdf5"):
-        return "keras", p
-    if name.endswith(".tflite") or name.endswith(".lite"):
-        return "tflite", p
-    if name.endswith(".pb") or name.endswith(".pbtxt") or name.endswith(".graphdef"):
-        return "graphdef", p
-    prefix = checkpoint_prefix(p)
-    if prefix is not None:
-        return "checkpoint", prefix
     head = p.read_bytes()[:8]
-    if head[4:8] == b"TFL3":
-        return "tflite", p
-    if head.startswith(b"PK") or head.startswith(b"\x89HDF"):
-        return "keras", p
+    for fmt in FORMAT_MODULES:
+        sniff = getattr(_module(fmt), "sniff", None)
+        if sniff is not None and sniff(head):
+            return fmt, p
     raise UserError(f"{p}: unrecognized model file",
                     "expected .pb/.pbtxt, .keras/.h5, .tflite, a SavedModel folder or a checkpoint")
 
@@ -58,26 +60,8 @@ def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[st
     (tags comma-separated or a list); `outputs` overrides detected outputs of graph formats
     (checkpoint, GraphDef)."""
     fmt, p = detect_format(path)
-    if fmt == "checkpoint":
-        from tfshrink.model.checkpoint import CheckpointModel
-
-        return CheckpointModel(p, outputs=outputs)
-    if fmt == "graphdef":
-        from tfshrink.model.graphdef import GraphDefModel
-
-        return GraphDefModel(p, outputs=outputs)
-    if fmt == "savedmodel":
-        from tfshrink.model.savedmodel import load_saved_model
-
-        tag_list = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) else tags
-        return load_saved_model(p, signature, tag_list or None)
-    if fmt == "keras":
-        from tfshrink.model.keras import KerasModel
-
-        return KerasModel(p)
-    from tfshrink.model.tflite import TFLiteModel
-
-    return TFLiteModel(p)
+    tag_list = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) else tags
+    return _module(fmt).open_model(p, signature=signature, outputs=outputs, tags=tag_list or None)
 
 
 def ambiguity_error(model: Model) -> UserError:

@@ -189,3 +189,17 @@ class CheckpointModel(SessionModel):
 def _short(tensor: str) -> str:
     node, index, _ = parse_tensor(tensor)
     return node if index == 0 else f"{node}:{index}"
+
+
+# -- the format registry's entry (tfshrink.model.FORMATS) ---------------------------------------
+
+FORMAT = "checkpoint"
+
+
+def detect(path: Path) -> Path | None:
+    """The checkpoint prefix `path` names (a prefix, one of its files, or a folder), else None."""
+    return checkpoint_prefix(path)
+
+
+def open_model(path: Path, *, outputs: Sequence[str] | None = None, **_: Any) -> CheckpointModel:
+    return CheckpointModel(path, outputs=outputs)

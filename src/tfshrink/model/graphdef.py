@@ -98,3 +98,18 @@ class GraphDefModel(SessionModel):
         graph_def = replace_placeholders(self.graph_def, binds or {}, str(self.path))
         frozen = finish_frozen(graph_def, names)
         return FrozenGraph(frozen, placeholder_names(frozen), names, detected=not outputs)
+
+
+# -- the format registry's entry (tfshrink.model.FORMATS) ---------------------------------------
+
+FORMAT = "graphdef"
+SUFFIXES = (".pb", ".pbtxt", ".graphdef")
+
+
+def detect(path: Path) -> Path | None:
+    """`path` when it is a file named like a frozen GraphDef, else None."""
+    return path if path.is_file() and path.suffix.lower() in SUFFIXES else None
+
+
+def open_model(path: Path, *, outputs: Sequence[str] | None = None, **_: Any) -> GraphDefModel:
+    return GraphDefModel(path, outputs=outputs)

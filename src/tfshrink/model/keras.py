@@ -77,3 +77,23 @@ class KerasModel(Model):
         graph_def, inputs, outs = freeze_function(self.concrete_function(), self._input_names, self._output_names, binds)
         graph_def, outs = select_outputs(graph_def, outs, self._output_names, split_names(outputs), str(self.path))
         return FrozenGraph(graph_def, inputs, outs)
+
+
+# -- the format registry's entry (tfshrink.model.FORMATS) ---------------------------------------
+
+FORMAT = "keras"
+SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+def detect(path: Path) -> Path | None:
+    """`path` when it is a file named like a Keras model, else None."""
+    return path if path.is_file() and path.suffix.lower() in SUFFIXES else None
+
+
+def sniff(head: bytes) -> bool:
+    """A .keras zip or an HDF5 file, by its first bytes (for a file named otherwise)."""
+    return head.startswith(b"PK") or head.startswith(b"\x89HDF")
+
+
+def open_model(path: Path, **_: Any) -> KerasModel:
+    return KerasModel(path)

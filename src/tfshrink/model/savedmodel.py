@@ -12,6 +12,7 @@ from tfshrink import _tf
 from tfshrink.errors import UserError, first_line, note
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 from tfshrink.model.freezing import freeze_function, select_outputs
+from tfshrink.model.savedmodel_v1 import SavedModelV1Model
 from tfshrink.names import split_names, unknown_name_error
 
 
@@ -33,7 +34,6 @@ def load_saved_model(path: Path, signature: str | None = None, tags: Sequence[st
     """The SavedModel at `path`: through tf.saved_model.load, or, when that cannot restore it (an
     older Keras export with optimizer state, a TF1 builder export), through the TF1 loader and the
     folder's signature_defs. Only when both fail is the folder called broken, with both reasons."""
-    from tfshrink.model.savedmodel_v1 import SavedModelV1Model
 
     try:
         return SavedModelModel(path, signature, tags)
@@ -95,3 +95,21 @@ class SavedModelModel(Model):
         graph_def, inputs, outs = freeze_function(self.fn, self._input_keys, self._output_keys, binds)
         graph_def, outs = select_outputs(graph_def, outs, self._output_keys, split_names(outputs), str(self.path))
         return FrozenGraph(graph_def, inputs, outs)
+
+
+# -- the format registry's entry (tfshrink.model.FORMATS) ---------------------------------------
+
+FORMAT = "savedmodel"
+
+
+def detect(path: Path) -> Path | None:
+    """The SavedModel folder `path` names (the folder, or its saved_model.pb), else None."""
+    if path.is_dir() and ((path / "saved_model.pb").is_file() or (path / "saved_model.pbtxt").is_file()):
+        return path
+    if path.is_file() and path.name.lower() in ("saved_model.pb", "saved_model.pbtxt"):
+        return path.parent
+    return None
+
+
+def open_model(path: Path, *, signature: str | None = None, tags: Sequence[str] | None = None, **_: Any) -> Model:
+    return load_saved_model(path, signature, tags)

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfshrink.errors import UserError, first_line
 from tfshrink.model.base import Model, TensorSpec
-from tfshrink.tflite.flatbuffer import schema, type_names
+from tfshrink.tflite.flatbuffer import builtin_ops, opcode_names, read, type_names
 
 QUANTIZED_DTYPES = {np.dtype("int8"), np.dtype("uint8"), np.dtype("int16")}
 
@@ -183,9 +183,8 @@ def _refreshed(old: list[dict], new: list[dict]) -> list[dict]:
 def flatbuffer_summary(data: bytes) -> dict[str, Any]:
     """Op histogram, custom ops, tensor count, constant bytes by dtype and metadata of a .tflite,
     read straight from the flatbuffer (no tensor data is copied)."""
-    from tfshrink.tflite.flatbuffer import builtin_ops, opcode_names, schema, type_names
 
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     codes = opcode_names(model)
     custom = {c for c in codes if c not in builtin_ops() and not c.isdigit()}  # a number: an op newer than the schema
     ops: dict[str, int] = {}
@@ -230,7 +229,7 @@ def flatbuffer_summary(data: bytes) -> dict[str, Any]:
 def io_specs(data: bytes) -> tuple[list[Any], list[Any]]:
     """(inputs, outputs) of the main subgraph as TensorSpecs, named by the serving signature's keys
     when there is one, read from the flatbuffer (so also for models LiteRT here cannot load)."""
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     types = {k: v.lower() for k, v in type_names().items()}
     sub = model.Subgraphs(0)
     keys: dict[int, str] = {}
@@ -256,3 +255,23 @@ def io_specs(data: bytes) -> tuple[list[Any], list[Any]]:
 
     return ([spec(int(sub.Inputs(i))) for i in range(sub.InputsLength())],
             [spec(int(sub.Outputs(i))) for i in range(sub.OutputsLength())])
+
+
+# -- the format registry's entry (tfshrink.model.FORMATS) ---------------------------------------
+
+FORMAT = "tflite"
+SUFFIXES = (".tflite", ".lite")
+
+
+def detect(path: Path) -> Path | None:
+    """`path` when it is a file named like a TFLite model, else None."""
+    return path if path.is_file() and path.suffix.lower() in SUFFIXES else None
+
+
+def sniff(head: bytes) -> bool:
+    """The TFLite file identifier, by its first bytes (for a file named otherwise)."""
+    return head[4:8] == b"TFL3"
+
+
+def open_model(path: Path, **_: Any) -> TFLiteModel:
+    return TFLiteModel(path)

@@ -40,14 +40,20 @@ from tfshrink.conversion.fake_quant import (
     range_feeds,
     unquantized_outputs,
 )
+from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError
 from tfshrink.fileio import atomic_write, check_output
 from tfshrink.graph.fake_quant import (
     FakeQuantRange,
 )
 from tfshrink.graph.ir import Graph
+from tfshrink.graph.shapes import tensor_specs
+from tfshrink.model import load
 from tfshrink.model.base import TensorSpec
+from tfshrink.model.graphdef import GraphDefModel
+from tfshrink.model.tflite import TFLiteModel, flatbuffer_summary, io_specs
 from tfshrink.names import split_names
+from tfshrink.tflite.metadata import precision, rewrite
 from tfshrink.verification import VerifyResult, compare
 
 IO_TYPES = ("float32", "int8", "uint8")
@@ -125,8 +131,6 @@ def convert_qat(source: Any, output: str | Path, *, input_type: str = "float32",
         notes.insert(0, note)
         specs = _input_specs(graph_def, frozen.inputs, split_names(inputs), input_shapes or {}, where, notes)
         data = convert_fake_quant_graph(graph_def, specs, list(frozen.outputs), in_type, out_type, where)
-        from tfshrink.model.tflite import flatbuffer_summary, io_specs
-        from tfshrink.tflite.metadata import precision, rewrite
 
         data = rewrite(data, signature=([s.name for s in specs], list(frozen.outputs)))
         prec = precision(data)
@@ -149,7 +153,6 @@ def convert_qat(source: Any, output: str | Path, *, input_type: str = "float32",
 @contextlib.contextmanager
 def _source_model(source: Any, outputs: Sequence[str] | str | None) -> Iterator[tuple[Any, str]]:
     """The loaded model of a path or an in-memory Keras model (saved to a temporary .keras)."""
-    from tfshrink.model import load
 
     wanted = split_names(outputs) or None
     if isinstance(source, (str, Path)):
@@ -176,8 +179,6 @@ def _source_model(source: Any, outputs: Sequence[str] | str | None) -> Iterator[
 
 def _input_specs(graph_def: Any, placeholders: Sequence[str], wanted: list[str],
                  overrides: Mapping[str, Sequence[int]], where: str, notes: list[str]) -> list[Any]:
-    from tfshrink.data.calibration import InputSpec
-    from tfshrink.graph.shapes import tensor_specs
 
     graph = Graph(graph_def)
     names = wanted or [n for n in placeholders if graph.node(n).op == "Placeholder"]
@@ -211,8 +212,6 @@ def _input_specs(graph_def: Any, placeholders: Sequence[str], wanted: list[str],
 
 def _verify(graph_def: Any, specs: Sequence[Any], outputs: list[str], ranges: Sequence[FakeQuantRange],
             data: bytes, out_path: Path, samples: int, seed: int, where: str) -> tuple[VerifyResult | None, str]:
-    from tfshrink.model.graphdef import GraphDefModel
-    from tfshrink.model.tflite import TFLiteModel
 
     feeds, drawn = range_feeds(graph_def, specs, ranges, samples, seed)
     with tempfile.TemporaryDirectory(prefix="tfshrink-qat-") as tmp:

@@ -13,6 +13,10 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.errors import UserError
 from tfshrink.fileio import check_output
+from tfshrink.model import detect_format
+from tfshrink.model.tflite import TFLiteModel
+from tfshrink.qat.convert import convert_qat
+from tfshrink.qat.keras import quantize_model, quantized_layers
 
 Progress = Callable[[int, int], None]
 X_KEYS = ("x", "inputs", "images", "features")
@@ -115,7 +119,6 @@ def _score(predict: Callable[[np.ndarray], np.ndarray], data: Dataset, metric: s
 
 def tflite_predict(path: str | Path) -> Callable[[np.ndarray], np.ndarray]:
     """Run a single-input .tflite one sample at a time (its batch is fixed to 1) on float inputs."""
-    from tfshrink.model.tflite import TFLiteModel
 
     def predict(x: np.ndarray) -> np.ndarray:
         with _tf.quiet_native():
@@ -141,7 +144,6 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
     (from logits unless the model ends in softmax). Adam at `learning_rate`.
     `progress(done, total)` is called after every training batch.
     """
-    from tfshrink.qat.keras import quantize_model, quantized_layers
 
     tf = _tf.tf()
     keras = tf.keras
@@ -156,7 +158,6 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
     if out_path.suffix != ".keras":
         raise UserError(f"{out_path}: the QAT model is saved as Keras 3 .keras", "give -o NAME.keras")
     tfl_path = check_output(tflite, [src, out_path]) if tflite is not None else None
-    from tfshrink.model import detect_format
 
     fmt, _ = detect_format(src)
     if fmt != "keras":
@@ -198,7 +199,6 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
                        [float(v) for v in history.history.get("loss", [])], quantized_layers(qat),
                        float_metric, qat_metric)
     if tfl_path is not None:
-        from tfshrink.qat.convert import convert_qat
 
         result.convert = convert_qat(out_path, tfl_path, input_type=input_type, output_type=output_type)
         if valid is not None:

@@ -16,8 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfshrink.data.feeds import parse_shape_overrides
 from tfshrink.errors import UserError
+from tfshrink.model import detect_format
 from tfshrink.recipe.schema import COMMON, KINDS, Opt, kind_options
+from tfshrink.transforms import REGISTRY, parse_spec
 
 __all__ = ["Recipe", "Step", "load_recipe", "parse_recipe"]
 
@@ -154,7 +157,6 @@ def _as_shapes(value: Any) -> dict[str, tuple[int, ...]] | None:
     items = [value] if isinstance(value, str) else value
     if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
         return None
-    from tfshrink.data.feeds import parse_shape_overrides
 
     try:
         return parse_shape_overrides(items)
@@ -322,7 +324,6 @@ class _Validator:
             raise self.err.at(line, f"{where}: {name} = {value!r}: no earlier step writing a model is named "
                               f"{target!r}", hint)
         path = self._resolve(value)
-        from tfshrink.model import detect_format
 
         try:
             detect_format(path)
@@ -362,7 +363,6 @@ class _Validator:
             for v in values if isinstance(values, list) else [values] if values is not None else []:
                 fmt = self.models.get(v.step) if isinstance(v, Ref) else None
                 if fmt is None and isinstance(v, Path):
-                    from tfshrink.model import detect_format
 
                     fmt = detect_format(v)[0]
                 if step.kind in ("freeze", "convert") and fmt == "tflite":
@@ -376,7 +376,6 @@ class _Validator:
                 raise self.err.at(step.line, f"{where}: no transforms",
                                   "add transforms = \"...\" or optimize = true")
             if opts.get("transforms"):
-                from tfshrink.transforms import REGISTRY, parse_spec
 
                 line = step.line_of("transforms")
                 try:

@@ -10,11 +10,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tfshrink import __version__
+from tfshrink.benchmarking import bench
+from tfshrink.conversion import convert
 from tfshrink.errors import CheckFailed, TfshrinkError, UserError
 from tfshrink.fileio import atomic_write
+from tfshrink.freezer import freeze
 from tfshrink.recipe.cache import cache_key, content_hash, load_entry, store_entry
 from tfshrink.recipe.parse import Recipe, Ref, Step, load_recipe
 from tfshrink.recipe.schema import KINDS, kind_options
+from tfshrink.reporting.compare import default_names
+from tfshrink.reporting.html import report
+from tfshrink.transformer import transform
+from tfshrink.verification import verify
 
 __all__ = ["SUMMARY", "RunResult", "StepRecord", "run_recipe"]
 
@@ -64,7 +72,6 @@ class RunResult:
         return all(s.status in ("ok", "cached") for s in self.steps)
 
     def to_json(self) -> dict[str, Any]:
-        from tfshrink import __version__
 
         return {"recipe": self.recipe, "out": str(self.out), "tfshrink": __version__, "passed": self.passed,
                 "duration_s": round(self.duration_s, 3), "ran": sum(s.status == "ok" for s in self.steps),
@@ -172,7 +179,6 @@ class _Runner:
         record.inputs = self.shown_inputs(step)
         output = _output_name(step)
         record.output = output
-        from tfshrink import __version__
 
         key = cache_key({"format": CACHE_FORMAT, "tfshrink": __version__, "kind": step.kind, "output": output,
                          "options": {k: self.fingerprint(v) for k, v in sorted(step.options.items())}})
@@ -206,7 +212,6 @@ class _Runner:
         kw = self.api_kwargs(step)
         kind = step.kind
         if kind == "freeze":
-            from tfshrink.freezer import freeze
 
             source = kw.pop("source")
             r = freeze(source, output, **kw)
@@ -214,7 +219,6 @@ class _Runner:
             return {"nodes": r.nodes, "bytes": r.bytes, "inputs": list(r.inputs), "outputs": list(r.outputs),
                     "max_abs_error": None if v is None else v.max_abs}, True
         if kind == "transform":
-            from tfshrink.transformer import transform
 
             source = kw.pop("source")
             r = transform(source, output, **kw)
@@ -222,7 +226,6 @@ class _Runner:
                     "bytes_before": r.bytes_before, "bytes_after": r.bytes_after,
                     "max_abs_error": r.max_abs_error, "warnings": list(r.warnings)}, True
         if kind == "convert":
-            from tfshrink.conversion import convert
 
             source = kw.pop("source")
             r = convert(source, output, **kw)
@@ -237,13 +240,11 @@ class _Runner:
             numbers["warnings"] = list(r.warnings)
             return numbers, True
         if kind == "verify":
-            from tfshrink.verification import verify
 
             r = verify(kw.pop("a"), kw.pop("b"), **kw)
             atomic_write(output, (json.dumps(r.to_json(), indent=2) + "\n").encode())
             return {"passed": r.passed, **_agreement(r)}, r.passed
         if kind == "bench":
-            from tfshrink.benchmarking import bench
 
             r = bench(kw.pop("model_path"), **kw)
             atomic_write(output, (json.dumps(r.to_json(), indent=2) + "\n").encode())
@@ -251,7 +252,6 @@ class _Runner:
                     "throughput_per_s": round(r.throughput_per_s, 2), "model_bytes": r.model_bytes,
                     "flops": r.flops.flops, "runtime": r.runtime}, True
         if kind == "report":
-            from tfshrink.reporting.html import report
 
             if "names" not in kw:
                 kw["names"] = _report_names(step.options["models"])
@@ -271,7 +271,6 @@ def _agreement(v: Any) -> dict[str, Any]:
 
 
 def _report_names(models: list[Any]) -> list[str]:
-    from tfshrink.reporting.compare import default_names
 
     files = default_names([m for m in models if isinstance(m, Path)])
     names, i = [], 0

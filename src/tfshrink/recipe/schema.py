@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from tfshrink.conversion.modes import MODES
+
 __all__ = ["KINDS", "KindSpec", "Opt", "kind_options"]
 
 # Value kinds: str, bool, int, float, names (a string "a,b" or a list of strings), shapes ({name = [dims]}
@@ -61,7 +63,7 @@ KINDS: dict[str, KindSpec] = {
     }, ".pb", "graphdef", _ALIASES),
     "convert": KindSpec({
         "input": Opt("model", api="source", required=True),
-        "quantize": Opt("choice", choices=("none", "float16", "dynamic", "int8", "int16x8")),
+        "quantize": Opt("choice", choices=MODES),
         "calibration": Opt("path", literals=("random",)), "calibration_samples": Opt("int"),
         "preprocess": Opt("str"),
         "input_type": Opt("choice", choices=("float32", "int8", "uint8", "int16")),

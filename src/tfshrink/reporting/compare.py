@@ -17,8 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import tfshrink.verification as verification
+from tfshrink.benchmarking import bench as run_bench
+from tfshrink.conversion import read_preprocess
 from tfshrink.errors import UserError
-from tfshrink.model import detect_format
+from tfshrink.fileio import disk_bytes
+from tfshrink.model import detect_format, load
+from tfshrink.model.freezing import parse_binds
+from tfshrink.verification import SourceView, bound_values, compare, make_feed_list
 
 __all__ = ["DEFAULT_RUNS", "CompareResult", "ModelComparison", "compare_models", "default_names",
            "measure_models"]
@@ -144,7 +150,6 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
         raise UserError("no models given", "give one or more model paths")
     shown = _check_names(names, len(paths)) or default_names(paths)
     formats = [detect_format(p)[0] for p in paths]  # a missing or unknown file fails here, before any work
-    import tfshrink.verification as verification
 
     images = inputs is not None and getattr(verification, "is_images", lambda _: False)(inputs)
     if inputs is not None and not images and not Path(inputs).is_file():
@@ -155,15 +160,11 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
     feed_options: dict[str, Any] = {}
     if images:  # decoded as given, else as the first .tflite that stores its preprocessing says
         if preprocess is None:
-            from tfshrink.conversion import read_preprocess
 
             preprocess = next((found for p, f in zip(paths, formats, strict=True) if f == "tflite"
                                for found in [read_preprocess(p)] if found is not None), None)
         feed_options["preprocess"] = preprocess
 
-    from tfshrink.model import load
-    from tfshrink.model.freezing import parse_binds
-    from tfshrink.verification import SourceView, bound_values, compare, make_feed_list
 
     bind_map = parse_binds(binds)
 
@@ -186,7 +187,6 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
 
     timings: list[Any] = [None] * len(paths)
     if bench:
-        from tfshrink.benchmarking import bench as run_bench
 
         for i, p in enumerate(paths):
             if progress is not None:
@@ -212,7 +212,6 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
     if progress is not None:
         progress("done", len(paths) - 1, len(paths) - 1)
 
-    from tfshrink.benchmarking import disk_bytes
 
     models = []
     for i, p in enumerate(paths):

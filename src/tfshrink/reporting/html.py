@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from tfshrink.errors import UserError
+from tfshrink.fileio import atomic_write, check_output
+from tfshrink.inspection import inspect
+from tfshrink.model import detect_format
 from tfshrink.reporting.charts import Bar, bar_chart
 from tfshrink.reporting.compare import DEFAULT_RUNS, CompareResult, measure_models
 from tfshrink.reporting.quant import FLAG_ABOVE, HEALTHY_RMSE_SCALE, LayerError, read_quant_errors
@@ -224,9 +227,6 @@ def report(models: Sequence[str | Path], output: str | Path, *, names: Sequence[
     tfshrink.reporting.quant). `inputs`, `preprocess`, `samples`, `seed`, `runs`, `bench`, `shapes`: as for
     `compare_models`. Nothing is written unless everything succeeded.
     """
-    from tfshrink.fileio import atomic_write, check_output
-    from tfshrink.inspection import inspect
-    from tfshrink.model import detect_format
 
     paths = [str(p) for p in models]
     if not paths:

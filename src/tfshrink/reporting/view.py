@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tfshrink.errors import UserError
+from tfshrink.freezer import freeze
 from tfshrink.model import detect_format
 
 __all__ = ["ViewServer", "view"]
@@ -97,7 +98,6 @@ def _servable(source: str, fmt: str, path: Path,
         return (pb if pb.is_file() else path / "saved_model.pbtxt"), None, "the SavedModel's saved_model.pb"
     if fmt != "checkpoint":
         return path, None, ""
-    from tfshrink.freezer import freeze
 
     tmp = Path(tempfile.mkdtemp(prefix="tfshrink-view-"))
     frozen = tmp / f"{path.name}.frozen.pb"

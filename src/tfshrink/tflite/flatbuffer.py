@@ -16,6 +16,17 @@ def schema() -> Any:
     return schema_py_generated
 
 
+def read(data: bytes) -> Any:
+    """The read-only flatbuffer view of a .tflite (schema Model): fields are decoded on access, no
+    tensor data is copied. The one place a .tflite is parsed; every reader starts here."""
+    return schema().Model.GetRootAs(data, 0)
+
+
+def unpack(data: bytes) -> Any:
+    """The editable object-API form (schema ModelT) of a .tflite, for rewriting it (see `pack`)."""
+    return schema().ModelT.InitFromObj(read(data))
+
+
 def _enum_names(cls: Any) -> dict[int, str]:
     return {v: k for k, v in vars(cls).items() if not k.startswith("_") and isinstance(v, int)}
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.tflite.flatbuffer import opcode_names, pack, schema, text, type_names
+from tfshrink.tflite.flatbuffer import opcode_names, pack, read, schema, text, type_names, unpack
 
 SIGNATURE_KEY = "serving_default"
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
@@ -17,7 +17,7 @@ _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
 def read_metadata(data: bytes) -> dict[str, bytes]:
     """Metadata entry name -> raw bytes of its buffer."""
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     out = {}
     for i in range(model.MetadataLength()):
         md = model.Metadata(i)
@@ -33,7 +33,7 @@ def rewrite(data: bytes, entries: Mapping[str, bytes] | None = None,
     (input names, output names) in the subgraph's input and output order. Same input, same bytes."""
 
     fb = schema()
-    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(data, 0))
+    model = unpack(data)
     for name, payload in (entries or {}).items():
         buffer = fb.BufferT()
         buffer.data = np.frombuffer(payload, dtype=np.uint8)
@@ -89,7 +89,7 @@ def precision(data: bytes) -> Precision:
     that read int8 weights), conversions at the model's edges, conversions around float ops,
     dequantized weights. An op computes in float when a non-constant
     input or an output is a float tensor (QUANTIZE and DEQUANTIZE are conversions, not compute)."""
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     types = type_names()
     codes = opcode_names(model)
     out = Precision()
@@ -132,7 +132,7 @@ def precision(data: bytes) -> Precision:
 
 def activation_types(data: bytes) -> dict[str, int]:
     """How many non-constant tensors of the main subgraph each type has ({"INT8": 40, "FLOAT32": 2})."""
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     types = type_names()
     out: dict[str, int] = {}
     if not model.SubgraphsLength():
@@ -159,7 +159,7 @@ def quantization_summary(data: bytes) -> dict[str, Any] | None:
 
 def tensor_names(data: bytes) -> list[tuple[str, str]]:
     """(op name, output tensor name) of every op of the main subgraph, in order."""
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     codes = opcode_names(model, custom_codes=False)
     sub = model.Subgraphs(0)
     out = []

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink.errors import UserError
+from tfshrink.tflite.metadata import read_metadata
 
 METADATA_NAME = "tfshrink.preprocess"
 FORMAT = "tfshrink.preprocess/1"
@@ -231,7 +232,6 @@ def parse_preprocess(spec: str | Preprocess | Mapping[str, Any] | None) -> Prepr
 
 def read_preprocess(path: str | Path) -> Preprocess | None:
     """The preprocessing stored in a .tflite file by `tfshrink convert --preprocess` (None if none)."""
-    from tfshrink.tflite.metadata import read_metadata
 
     p = Path(path)
     try:

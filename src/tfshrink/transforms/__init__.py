@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from tfshrink import _tf
 from tfshrink.errors import UserError
 from tfshrink.graph.ir import Graph, GraphError
 from tfshrink.names import closest
@@ -122,7 +123,6 @@ def apply_transforms(graph_def: Any, spec: str, inputs: list[str], outputs: list
 
 def _check_ops(graph: Graph) -> None:
     """Every op must be one this TensorFlow knows (a transform must not write a graph that won't load)."""
-    from tfshrink import _tf
 
     library = {f.signature.name for f in graph.library.function}
     for op in sorted({n.op for n in graph}):

@@ -3,6 +3,7 @@ remove_nodes. Each says what it matches, when it refuses, and what it writes."""
 
 from __future__ import annotations
 
+from tfshrink import _tf
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.transforms.registry import Context, Param, register
 
@@ -28,7 +29,6 @@ def strip_unused_nodes(graph: Graph, params: dict, ctx: Context) -> bool:
             continue
         dtype, shape = overrides.get(name, (params["type"], params["shape"]))
         if dtype:
-            from tfshrink import _tf
 
             node.attr["dtype"].type = _tf.tf().dtypes.as_dtype(dtype).as_datatype_enum
             changed = True

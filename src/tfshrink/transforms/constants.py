@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from tfshrink import _tf
+from tfshrink.graph.detect import num_outputs
 from tfshrink.graph.ir import Graph, parse_tensor, producer
 from tfshrink.transforms.basic import CONTROL_FLOW_OPS
 from tfshrink.transforms.registry import Context, Param, register
@@ -176,6 +177,5 @@ def merge_duplicate_nodes(graph: Graph, params: dict, ctx: Context) -> bool:
 
 
 def _outputs(graph: Graph, name: str) -> int:
-    from tfshrink.graph.detect import num_outputs
 
     return num_outputs(graph.node(name))

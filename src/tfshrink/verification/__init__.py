@@ -9,10 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from tfshrink.data.feeds import load_feeds, random_feeds
+from tfshrink.data.calibration import IMAGE_SUFFIXES, InputSpec, image_input, load_calibration
+from tfshrink.data.feeds import concrete_shape, load_feeds, random_feeds
 from tfshrink.errors import UserError
 from tfshrink.model import Model, load
 from tfshrink.model.base import TensorSpec
+from tfshrink.model.freezing import parse_bind_value, parse_binds
+from tfshrink.names import unknown_name_error
+from tfshrink.tflite.preprocess import parse_preprocess, read_preprocess
 
 
 @dataclass(frozen=True)
@@ -180,7 +184,6 @@ class SourceView(Model):
 def bound_values(model: Model, binds: Mapping[str, Any]) -> dict[str, Any]:
     """{input name: value} for `binds` ({name: raw text or value}), each parsed as the dtype of the
     model's input of that name; names the model lacks are left out (the other model may have them)."""
-    from tfshrink.model.freezing import parse_bind_value
 
     out = {}
     for name, raw in binds.items():
@@ -193,7 +196,6 @@ def bound_values(model: Model, binds: Mapping[str, Any]) -> dict[str, Any]:
 
 def is_images(inputs: str | Path) -> bool:
     """Does --inputs name images (a folder, a glob, or one JPEG/PNG file) rather than an .npz?"""
-    from tfshrink.data.calibration import IMAGE_SUFFIXES
 
     text = str(inputs)
     p = Path(text)
@@ -202,7 +204,6 @@ def is_images(inputs: str | Path) -> bool:
 
 def stored_preprocess(*models: Model) -> Any:
     """The preprocessing stored in the first .tflite among `models` that has one (else None)."""
-    from tfshrink.tflite.preprocess import read_preprocess
 
     for m in models:
         if m.format == "tflite":
@@ -219,9 +220,6 @@ def image_feed_list(model: Model, images: str | Path, preprocess: Any, samples: 
     import shutil
     import tempfile
 
-    from tfshrink.data.calibration import InputSpec, image_input, load_calibration
-    from tfshrink.data.feeds import concrete_shape
-    from tfshrink.tflite.preprocess import parse_preprocess
 
     spec = parse_preprocess(preprocess)
     if spec is None:
@@ -278,7 +276,6 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
     it is None, by the preprocessing a .tflite among the two stores (tfshrink convert --preprocess).
     `binds` (NAME=VALUE, or {name: value}) feed a constant to whichever model has that input
     (is_training=false for a training checkpoint against its frozen graph)."""
-    from tfshrink.model.freezing import parse_binds
 
     bind_map = parse_binds(binds)
     ma = a if isinstance(a, Model) else load(a)
@@ -289,7 +286,6 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
             known = {_short(s.name).split(":")[0] for m in (ma, mb) for s in m.inputs}
             for name in bind_map:
                 if name not in known:
-                    from tfshrink.names import unknown_name_error
 
                     raise unknown_name_error("input", name, sorted(known), f"{ma.path} / {mb.path}")
             va = SourceView(ma, bound=bound_values(ma, bind_map))

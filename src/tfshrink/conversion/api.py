@@ -1,0 +1,458 @@
+"""Convert any supported model to TFLite: float32, float16, dynamic-range, full int8 or int16x8,
+then check the result against the source.
+
+    result = convert("model.keras", "model_int8.tflite", quantize="int8", calibration="photos/",
+                     preprocess="mean=127.5,std=127.5")
+
+The source (frozen .pb/.pbtxt, TF1 checkpoint, SavedModel, Keras .keras/.h5) is frozen in memory
+and converted with TF's GraphDef converter. Defaults are the fast ones measured in LiteRT (see
+`ConvertResult.notes` for what was chosen and why). The output is written only when everything
+succeeded, atomically, and the same input and options give the same bytes.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from tfshrink.conversion.check import unregistered_ops, verify_converted, verify_upstream
+from tfshrink.conversion.converter import (
+    Converted,
+    ConvertOptions,
+    convert_graph,
+    prepare_graph,
+    quantize,
+    refine_ranges,
+    resolve_keep_float,
+)
+from tfshrink.conversion.fake_quant import (
+    checked_ranges,
+    convert_fake_quant_graph,
+    has_fake_quant,
+    quantized_outputs,
+    range_feeds,
+)
+from tfshrink.conversion.inputs import input_specs, quantized_input, shape_overrides
+from tfshrink.conversion.layers import (
+    DEBUG_SAMPLES,
+    FLAG_ABOVE,
+    AutoKeep,
+    LayerError,
+    Target,
+    auto_keep_float,
+    debug_layers,
+    float_reference,
+    write_report,
+)
+from tfshrink.conversion.modes import CALIBRATED, IO_TYPES, MODES, NOTES
+from tfshrink.conversion.ranges import METHODS as RANGE_METHODS
+from tfshrink.conversion.result import ConvertResult
+from tfshrink.conversion.speed import fastest_int8
+from tfshrink.data.calibration import Calibration, InputSpec, image_input, load_calibration
+from tfshrink.errors import UserError
+from tfshrink.fileio import atomic_write, check_output, disk_bytes
+from tfshrink.model import Model, ambiguity_error, load
+from tfshrink.model.freezing import parse_binds
+from tfshrink.model.tflite import flatbuffer_summary, io_specs
+from tfshrink.names import split_names
+from tfshrink.tflite.flatbuffer import builtin_ops
+from tfshrink.tflite.metadata import precision, rewrite
+from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess, parse_preprocess
+from tfshrink.verification import bound_values
+
+Progress = Callable[[str, int, int], None]
+
+
+def _io_types(mode: str, input_type: str | None, output_type: str | None) -> tuple[str, str]:
+    allowed = IO_TYPES.get(mode, ("float32",))
+    chosen = []
+    for flag, value in (("--input-type", input_type), ("--output-type", output_type)):
+        v = (value or "float32").lower()
+        if v not in allowed:
+            if mode not in IO_TYPES:
+                raise UserError(f"{flag} {v} needs --quantize int8 (int8/uint8) or int16x8 (int16)",
+                                f"--quantize {mode} keeps float32 inputs and outputs")
+            raise UserError(f"{flag} {v} does not go with --quantize {mode}", f"choose one of {', '.join(allowed)}")
+        chosen.append(v)
+    return chosen[0], chosen[1]
+
+
+def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
+            calibration: str | Path | None = None, calibration_samples: int = 100,
+            preprocess: str | Preprocess | None = None, input_type: str | None = None,
+            output_type: str | None = None,
+            input_shapes: Mapping[str, Sequence[int]] | Sequence[str] | None = None,
+            inputs: Sequence[str] | str | None = None, outputs: Sequence[str] | str | None = None,
+            allow_custom_ops: bool = False, select_tf_ops: bool = False, keep_float: Sequence[str] = (),
+            signature: str | None = None, tags: str | None = None,
+            binds: Mapping[str, Any] | Sequence[str] | None = None, verify: bool = True, verify_samples: int = 32,
+            seed: int = 0,
+            min_cosine: float | None = None, max_top1_drop: float | None = None,
+            report: str | Path | None = None, activation_ranges: str = "mse",
+            progress: Progress | None = None) -> ConvertResult:
+    """Convert `source` to a .tflite at `output` and verify it against the source.
+
+    quantize: "none" (float32), "float16", "dynamic" (int8 weights), "int8" (full integer, needs
+    `calibration`, except for a quantization-aware trained graph: when the frozen source holds
+    FakeQuant nodes, their trained ranges are used and `calibration`, if given, only verifies) or
+    "int16x8" (int16 activations, needs `calibration`). The int8 default times the all-int8 model
+    against the one with its small first conv (a model input of at most 4 channels, under 1,024
+    weights) in float, in LiteRT on this machine, and keeps that conv in float only when it is
+    more than 5% faster; when it did, it times the next layers one at a time in dynamic-range form
+    (float activations, int8 weights) the same way (tfshrink.conversion.speed; notes say what and
+    both latencies). keep_float=["none"] is strict full int8: every op that has an int8 kernel in
+    int8 (an op with none stays float, with a warning), no timing, the same bytes every run. calibration: a folder or
+    glob of JPEG/PNG images (needs `preprocess`), an .npy/.npz (keyed by input name), or "random".
+    preprocess: a SPEC such as "size=224x224,mean=127.5,std=127.5,color=rgb", stored in the model.
+    input_shapes fix unknown dims (batch defaults to 1). inputs/outputs pick the tensors to convert
+    between. keep_float: TFLite ops (CONV_2D) or TF nodes/scopes to leave in float (int8 only),
+    ["none"] (strict full int8), or ["auto"]: keep the layers with the worst measured error in float, one at a time, until every
+    output's cosine to the source is at least `min_cosine` and/or top-1 agreement dropped by at
+    most `max_top1_drop` percentage points (default: min_cosine 0.999). report: a folder for the
+    per-layer quantization error (layer_errors.csv, .png, .svg; int8 only). activation_ranges
+    (int8): "mse" narrows each calibrated activation range to its least squared error on the
+    calibration samples (tfshrink.conversion.ranges); "minmax" keeps TFLite's min/max.
+    progress(phase, done, total) is called while loading calibration data, calibrating and verifying.
+    Raises UserError for bad input; nothing is written then.
+    """
+    mode = str(quantize).lower()
+    if mode not in MODES:
+        raise UserError(f"--quantize {quantize} is not one of {', '.join(MODES)}", "e.g. --quantize int8")
+    in_type, out_type = _io_types(mode, input_type, output_type)
+    if activation_ranges not in RANGE_METHODS:
+        raise UserError(f"--activation-ranges {activation_ranges} is not one of {', '.join(RANGE_METHODS)}",
+                        "e.g. --activation-ranges mse")
+    keep = tuple(split_names(keep_float))
+    if keep and mode != "int8":
+        raise UserError(f"--keep-float works with --quantize int8, not {mode}", "add --quantize int8")
+    strict = any(k.lower() == "none" for k in keep)
+    if strict and len(keep) > 1:
+        raise UserError("--keep-float none (strict full int8) cannot be combined with other --keep-float items",
+                        "give none alone, or name only the layers/ops to keep in float")
+    if strict:
+        keep = ()
+    auto = any(k.lower() == "auto" for k in keep)
+    if auto and len(keep) > 1:
+        raise UserError("--keep-float auto picks the layers itself", "give auto alone, or name the layers/ops")
+    if (min_cosine is not None or max_top1_drop is not None) and not auto:
+        raise UserError("--min-cosine and --max-top1-drop are targets for --keep-float auto", "add --keep-float auto")
+    if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
+        raise UserError(f"--min-cosine {min_cosine} is not a cosine", "give a value in [-1, 1], e.g. 0.999")
+    if max_top1_drop is not None and not 0.0 <= max_top1_drop <= 100.0:
+        raise UserError(f"--max-top1-drop {max_top1_drop} is not a percentage", "give 0..100 points, e.g. 1")
+    auto_target = Target(0.999 if (auto and min_cosine is None and max_top1_drop is None) else min_cosine, max_top1_drop)
+    if report is not None and mode != "int8":
+        raise UserError(f"--report measures per-layer int8 error; --quantize {mode} has none",
+                        "add --quantize int8")
+    report_dir = Path(report) if report is not None else None
+    if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
+        raise UserError(f"--report {report_dir}: a file is in the way", "give a folder (it is created)")
+    if mode == "int16x8" and calibration is None:  # int8 may find its ranges in FakeQuant nodes
+        _no_calibration(mode)
+    spec = parse_preprocess(preprocess)
+    out_path = check_output(output, [source])
+    overrides = shape_overrides(input_shapes)
+    notes: list[str] = []
+    warnings: list[str] = []
+    defaults: dict[str, Any] = {}
+    model = load(source, signature=signature, outputs=split_names(outputs) or None, tags=tags)
+    try:
+        if model.format == "tflite":
+            raise UserError(f"{source}: already a TFLite model",
+                            "convert takes a frozen .pb/.pbtxt, a checkpoint, a SavedModel or a Keras model")
+        wanted = split_names(outputs)
+        detection = getattr(model, "detection", None)
+        if not wanted and detection is not None and detection.ambiguous and model.format != "savedmodel":
+            raise ambiguity_error(model)
+        signatures = getattr(model, "signature_names", [])
+        if model.format == "savedmodel" and len(signatures) > 1:
+            notes.append(f"converted signature {getattr(model, 'signature', '?')!r} of {', '.join(signatures)} "
+                         "(pick another with --signature)")
+        bind_map = parse_binds(binds)
+        frozen = model.freeze(wanted or None, bind_map)
+
+        qat = mode == "int8" and has_fake_quant(frozen.graph_def)
+        ranges: list[Any] = []
+        if qat:
+            frozen, ranges = _qat_source(model, frozen, wanted, keep, auto, report_dir, calibration, str(source),
+                                         notes, warnings, defaults)
+        elif mode == "int8" and calibration is None:
+            _no_calibration(mode)
+        specs = input_specs(model, frozen, split_names(inputs), overrides, spec, notes, defaults, str(source))
+        if spec is not None:
+            target = image_input(specs, spec)
+            spec = spec.resolve(target.name, target.shape)
+        calib = None
+        if calibration is not None:
+            calib = load_calibration(calibration, specs, samples=calibration_samples, preprocess=spec, seed=seed,
+                                     progress=_phase(progress, "loading calibration images"))
+            notes.extend(calib.notes)
+            warnings.extend(calib.warnings)
+            if mode not in CALIBRATED:
+                notes.append(f"--quantize {mode} needs no calibration; the calibration samples are used to verify")
+        options = ConvertOptions(mode, in_type, out_type, allow_custom_ops, select_tf_ops, () if auto else keep,
+                                 activation_ranges)
+        if mode == "int8" and not qat and calib is not None:
+            defaults["activation_ranges"] = activation_ranges
+        if qat:  # the FakeQuant patterns stay as trained: no activation rewrites
+            graph_def = frozen.graph_def
+        else:
+            graph_def, rewrites = prepare_graph(frozen.graph_def, specs, frozen.outputs)
+            notes.extend(rewrites)
+        layers: list[LayerError] = []
+        auto_keep = None
+        converted = None
+        if qat:
+
+            converted = Converted(convert_fake_quant_graph(graph_def, specs, list(frozen.outputs), in_type, out_type,
+                                                           str(source)))
+        if mode == "int8" and calib is not None and (auto or report_dir is not None):
+            converted, layers, auto_keep = _debugged(graph_def, specs, frozen.outputs, options, calib, keep, auto,
+                                                     auto_target, verify_samples, Path(model.path), str(source), notes,
+                                                     warnings, progress)
+            if auto:
+                keep = tuple(converted.kept_float.get("auto", []))
+        default_float: dict[str, int] = {}  # op -> count the int8 default left in float
+        if converted is None and mode == "int8" and not keep and not auto and not strict and calib is not None:
+            converted, default_float = _int8_default(graph_def, specs, frozen.outputs, options, calib, str(source),
+                                                     notes, defaults, progress)
+            if default_float:
+                keep = tuple(converted.kept_float["default"])
+        if converted is None:
+            converted = convert_graph(graph_def, specs, frozen.outputs, options,
+                                      calib.samples if (calib and mode in CALIBRATED) else None, str(source),
+                                      progress=_phase(progress, "calibrating"))
+        if mode == "int8" and strict:
+            defaults["keep_float"] = "none"
+        notes.extend(converted.notes)
+        _mode_notes(mode, (in_type if input_type is None else None, out_type if output_type is None else None),
+                    keep, notes, defaults, qat=qat)
+        data = converted.data
+        spec = quantized_input(spec, data)
+        entries = {METADATA_NAME: spec.metadata_bytes()} if spec is not None else {}
+        data = rewrite(data, entries, signature=([s.name for s in specs], list(frozen.outputs)))
+        prec = None
+        if mode in CALIBRATED:
+            prec = precision(data)
+            builtins = builtin_ops()
+            custom = {op: n for op, n in prec.float_ops.items() if op not in builtins}
+            inner = {op: n for op, n in prec.float_ops.items() if op in builtins}
+            if custom:
+                notes.append(f"custom op(s) {', '.join(custom)} take float inputs (TFLite's quantizer leaves custom "
+                             "ops in float; LiteRT's kernel dequantizes into them)")
+            if default_float:  # what the int8 default left in float: a note, not a warning
+                chosen = {op: min(n, inner[op]) for op, n in default_float.items() if inner.get(op)}
+                inner = {op: n - chosen.get(op, 0) for op, n in inner.items() if n - chosen.get(op, 0)}
+                if chosen:
+                    notes.append(f"{sum(chosen.values())} op(s) stayed float as the int8 default chose (see its "
+                                 f"notes): {', '.join(f'{op} x{n}' for op, n in chosen.items())}")
+            if inner:
+                kept = " (as --keep-float asked)" if keep and not default_float else ""
+                ops = ", ".join(f"{op} x{n}" for op, n in inner.items())
+                (notes if keep and not default_float else warnings).append(
+                    f"{sum(inner.values())} op(s) stayed float{kept}: {ops}; each is wrapped in "
+                    "QUANTIZE/DEQUANTIZE and runs on float kernels")
+        with tempfile.TemporaryDirectory(prefix="tfshrink-convert-") as tmp:
+            tmp_path = Path(tmp) / out_path.name
+            tmp_path.write_bytes(data)
+            missing, frontier = unregistered_ops(frozen.graph_def)
+            if missing and verify:
+                verification, verify_inputs = verify_upstream(
+                    missing, frontier, graph_def, specs, options, calib, spec, tmp_path, verify_samples, seed, notes,
+                    _phase(progress, "verifying"))
+            else:
+                random = None
+                if qat and spec is None and not (calib and calib.samples):
+
+                    random = range_feeds(frozen.graph_def, specs, ranges, verify_samples, seed)
+                verification, verify_inputs = verify_converted(
+                    model, frozen, specs, bool(inputs), tmp_path, out_path, calib, spec, verify, verify_samples,
+                    seed, notes, _phase(progress, "verifying"), random, bound_values(model, bind_map))
+        if verification is not None:
+            warnings.extend(verification.warnings)
+        if verification is not None and mode in ("none", "float16"):
+            worst = min((o.cosine for o in verification.outputs), default=1.0)
+            if worst < 0.9999:
+                warnings.append(f"the {mode} model differs from the source more than expected (cosine {worst:.6f})")
+
+        ops = flatbuffer_summary(data)["ops"]
+        io = io_specs(data)
+        atomic_write(out_path, data)
+        files: list[Path] = []
+        if report_dir is not None:
+
+            files = write_report(report_dir, layers, f"{Path(str(source)).name} int8: RMSE/scale per layer "
+                                 f"({len(layers)} layers, {min(len(calib.samples), DEBUG_SAMPLES) if calib else 0} "
+                                 "samples)")
+            notes.append(f"per-layer quantization error written to {report_dir} ({', '.join(f.name for f in files)})")
+    finally:
+        model.close()
+    return ConvertResult(str(source), model.format, str(out_path), mode, len(data), disk_bytes(Path(model.path)),
+                         tuple(io[0]), tuple(io[1]), defaults, calib, spec, prec, converted.kept_float, ops,
+                         tuple(notes), tuple(warnings), verification, verify_inputs, tuple(layers), auto_keep,
+                         tuple(str(f) for f in files))
+
+
+def _debugged(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
+              calib: Calibration, keep: tuple[str, ...], auto: bool, target: Target, verify_samples: int,
+              where_path: Path, where: str, notes: list[str], warnings: list[str], progress: Progress | None
+              ) -> tuple[Converted | None, list[LayerError], AutoKeep | None]:
+    """Calibrate once with TF's QuantizationDebugger, measuring every layer's error; then quantize
+    with --keep-float auto's choice or the named layers (None: no --keep-float, convert as usual)."""
+    from dataclasses import replace
+
+
+    debugged = debug_layers(graph_def, specs, outputs, options, calib.samples, where,
+                            progress=_phase(progress, "calibrating and measuring layers"))
+    if keep or auto:  # quantize from the ranges the other int8 paths use; the layer errors stay min/max's
+        debugged = replace(debugged, calibrated=refine_ranges(debugged.calibrated, specs, calib.samples, options,
+                                                              notes))
+    layers = debugged.layers
+    flagged = [x for x in layers if x.flagged]
+    if flagged:
+        worst = sorted(flagged, key=lambda x: -x.rmse_scale)[:3]
+        notes.append(f"{len(flagged)} layer(s) with RMSE/scale above {FLAG_ABOVE} (rounding alone gives 0.289): "
+                     + ", ".join(f"{x.layer} {x.op} {x.rmse_scale:.3g}" for x in worst))
+    if auto:
+        missing, _ = unregistered_ops(graph_def)
+        if missing:
+            raise UserError(f"--keep-float auto compares with the source, which TensorFlow cannot run "
+                            f"({', '.join(missing)} has no kernel)", "name the layers to keep with --keep-float")
+        feeds = [dict(f) for f in calib.samples[:max(1, verify_samples)]]
+        reference = float_reference(graph_def, specs, outputs, feeds, where_path)
+        chosen = auto_keep_float(debugged, options, specs, outputs, reference, feeds, target, where,
+                                 progress=_phase(progress, "keeping layers in float"))
+        kept_names = {k.tensor for k in chosen.kept}
+        layers = [replace(x, kept_float=x.tensor in kept_names) for x in layers]
+        notes.append(_auto_note(chosen))
+        if not chosen.reached:
+            warnings.append(f"--keep-float auto did not reach {target.describe()} after keeping "
+                            f"{len(chosen.kept)} layer(s) in float (best: {_score_text(chosen.scores[-1])})")
+        return Converted(chosen.data, kept_float={"auto": [k.tensor for k in chosen.kept]}), layers, chosen
+    if not keep:
+        return None, layers, None
+    ops, nodes, kept = resolve_keep_float(keep, debugged.calibrated)
+    layers = [replace(x, kept_float=x.op in ops or x.tensor in nodes) for x in layers]
+    return Converted(quantize(debugged.calibrated, options, where, denylisted_ops=ops, denylisted_nodes=nodes),
+                     kept_float=kept), layers, None
+
+
+def _score_text(score: Any) -> str:
+    text = f"cosine {score.cosine:.6f}"
+    if score.top1_drop is not None:
+        text += f", top-1 drop {score.top1_drop:.2f} points"
+    return text
+
+
+def _auto_note(chosen: AutoKeep) -> str:
+    first = chosen.scores[0]
+    if not chosen.kept:
+        return (f"--keep-float auto: all-int8 already meets {chosen.target.describe()} ({_score_text(first)}); "
+                "nothing kept in float")
+    kept = ", ".join(f"{k.layer} ({k.op}, RMSE/scale {k.rmse_scale:.3g})" for k in chosen.kept)
+    size = (f"size {chosen.int8_bytes:,} -> {chosen.bytes:,} bytes "
+            f"({100.0 * (chosen.bytes - chosen.int8_bytes) / max(chosen.int8_bytes, 1):+.1f}%)")
+    latency = ""
+    if chosen.int8_latency_ms is not None and chosen.latency_ms is not None:
+        latency = (f", latency p50 {chosen.int8_latency_ms:.4g} -> {chosen.latency_ms:.4g} ms "
+                   f"({100.0 * (chosen.latency_ms - chosen.int8_latency_ms) / max(chosen.int8_latency_ms, 1e-9):+.0f}%, "
+                   "LiteRT, 1 thread)")
+    return (f"--keep-float auto: all-int8 {_score_text(first)} misses {chosen.target.describe()}; kept "
+            f"{len(chosen.kept)} layer(s) in float, worst measured error first: {kept} -> "
+            f"{_score_text(chosen.scores[-1])}; cost: {size}{latency}")
+
+
+def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+
+    def step(done: int, total: int) -> None:
+        progress(label, done, total)
+
+    return step
+
+
+def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
+                  calib: Calibration, where: str, notes: list[str], defaults: dict[str, Any],
+                  progress: Progress | None) -> tuple[Converted, dict[str, int]]:
+    """int8 with no --keep-float: the output softmax in float, and the small first conv too where
+    that measured more than 5% faster here (tfshrink.conversion.speed), all quantized from one
+    calibration. Returns (the converted model, op -> count of the ops it left in float)."""
+
+    choice = fastest_int8(graph_def, specs, outputs, options, calib.samples, where,
+                          progress=_phase(progress, "calibrating"))
+    notes.extend(choice.notes)
+    if choice.softmax:
+        defaults["output_softmax"] = {"tensors": list(choice.softmax), "kept_float": True}
+    if choice.conv is not None:
+        defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": choice.kept,
+                                  "int8_p50_ms": choice.int8_ms, "first_conv_float_p50_ms": choice.kept_ms}
+    if choice.leading:
+        defaults["leading_layers"] = [
+            {"tensor": s.tensor, "op": s.op, "between": [t for t, _ in s.between], "dynamic_range": s.hybrid,
+             "int8_p50_ms": s.before_ms, "dynamic_range_p50_ms": s.after_ms, "kept": s.kept} for s in choice.leading]
+    if not choice.kept_float:
+        return Converted(choice.data), {}
+    kept_leading = len(choice.kept_leading)
+    defaults["keep_float"] = " and ".join([
+        *(["output softmax"] if choice.softmax else []),
+        *(["first conv (measured faster)"] if choice.kept else []),
+        *([f"the next {kept_leading} layer(s) in dynamic-range form (measured faster)"] if kept_leading else [])])
+    return Converted(choice.data, kept_float={"default": choice.kept_float}), choice.kept_ops
+
+
+def _no_calibration(mode: str) -> None:
+    raise UserError(f"--quantize {mode} needs calibration data to measure activation ranges",
+                    "pass --calibration with a folder or glob of images, or an .npy/.npz "
+                    "(--calibration random accepts poor ranges)"
+                    + ("; a quantization-aware trained graph (FakeQuant nodes) needs none" if mode == "int8" else ""))
+
+
+def _qat_source(model: Model, frozen: Any, wanted: list[str], keep: tuple[str, ...], auto: bool,
+                report_dir: Path | None, calibration: str | Path | None, where: str, notes: list[str],
+                warnings: list[str], defaults: dict[str, Any]) -> tuple[Any, list[Any]]:
+    """int8 of a quantization-aware trained graph: check that it can take the QAT path and return
+    (the frozen graph, read after the last layers' fake-quants; its FakeQuant ranges)."""
+
+    if keep or auto:
+        raise UserError("--keep-float picks layers for calibrated int8; this graph's ranges come from its FakeQuant "
+                        "nodes (quantization-aware training), which quantize every layer they cover",
+                        "drop --keep-float (or give --keep-float none)")
+    if report_dir is not None:
+        raise UserError("--report measures calibrated int8; this graph's ranges come from its FakeQuant nodes",
+                        "drop --report (tfshrink inspect lists the learned ranges)")
+    outputs = quantized_outputs(model, wanted, notes)
+    if outputs and outputs != list(frozen.outputs):
+        frozen = model.freeze(outputs)
+    ranges, note = checked_ranges(model, frozen.graph_def, where, warnings)
+    notes.insert(0, note)
+    if calibration is not None:
+        notes.append("--calibration is not used for the ranges (they come from training); its samples verify "
+                     "the result")
+    defaults["ranges"] = "training"
+    return frozen, ranges
+
+
+def _mode_notes(mode: str, io_defaults: tuple[str | None, str | None], keep: tuple[str, ...], notes: list[str],
+                defaults: dict[str, Any], *, qat: bool = False) -> None:
+    """Say what tfshrink chose where the caller left it open (`io_defaults`: the input and output
+    types it picked, None where the caller gave one; `qat`: ranges from FakeQuant nodes)."""
+    if mode in CALIBRATED:
+        for key, value in zip(("input_type", "output_type"), io_defaults, strict=True):
+            if value is not None:
+                defaults[key] = value
+        if io_defaults == ("float32", "float32"):
+            notes.append(NOTES["io"] if mode == "int8" else
+                         "inputs and outputs stay float32 (--input-type/--output-type int16 to change)")
+    if mode == "int8" and qat:
+        defaults["ops"] = "TFLITE_BUILTINS"
+    elif mode == "int8":
+        defaults["ops"] = "TFLITE_BUILTINS" if keep else "TFLITE_BUILTINS_INT8"
+        if not keep:
+            notes.append(NOTES["int8"])
+    if mode in ("dynamic", "int16x8", "float16"):
+        notes.append(NOTES[mode])
+
+

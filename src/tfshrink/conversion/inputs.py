@@ -1,0 +1,121 @@
+"""The converter's input specs: names, dtypes and shapes from the model, --inputs and --input-shape
+(an unknown batch becomes 1, unknown image dims the --preprocess size), and the stored
+preprocessing's scale for an integer input."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfshrink.data.calibration import InputSpec
+from tfshrink.data.feeds import parse_shape_overrides
+from tfshrink.errors import UserError
+from tfshrink.model import Model
+from tfshrink.names import resolve_tensors
+from tfshrink.tflite.preprocess import Preprocess
+
+
+def shape_overrides(shapes: Mapping[str, Sequence[int]] | Sequence[str] | None) -> dict[str, tuple[int, ...]]:
+
+    if not shapes:
+        return {}
+    if isinstance(shapes, Mapping):
+        return {k.split(":")[0]: tuple(int(d) for d in v) for k, v in shapes.items()}
+    return parse_shape_overrides(list(shapes))
+
+
+def input_specs(model: Model, frozen: Any, wanted: list[str], overrides: dict[str, tuple[int, ...]],
+                 spec: Preprocess | None, notes: list[str], defaults: dict[str, Any], where: str) -> list[InputSpec]:
+    """The converter's inputs with fully known shapes: --input-shape first, then batch 1 and the
+    --preprocess size for images; any other unknown dim is a UserError."""
+    from tfshrink.graph.ir import Graph
+    from tfshrink.graph.shapes import tensor_specs
+
+    graph = Graph(frozen.graph_def)
+    if wanted:
+        names = resolve_tensors(wanted, graph.names(), where)
+    else:
+        names = [n for n in frozen.inputs if graph.node(n).op == "Placeholder"]
+        skipped = [n for n in frozen.inputs if n not in names]
+        if skipped:
+            notes.append(f"inputs with defaults keep them: {', '.join(skipped)} (give --inputs to feed them)")
+    if not names:
+        raise UserError(f"{where}: the model has no inputs to convert", "give --inputs NODE[,NODE]")
+    for key in overrides:
+        if key not in {n.split(":")[0] for n in names}:
+            from tfshrink.names import unknown_name_error
+
+            raise unknown_name_error("input", key, names, where)
+    found = tensor_specs(graph, names)
+    by_name = {s.name: s for s in model.inputs}
+    out = []
+    batch_fixed = {}
+    for name in names:
+        dtype, shape = found[name]
+        if dtype == "unknown" and name in by_name:
+            dtype, shape = by_name[name].dtype, by_name[name].shape
+        override = overrides.get(name.split(":")[0])
+        if override is not None:
+            if shape is not None and len(shape) != len(override):
+                raise UserError(f"--input-shape {name}={','.join(map(str, override))} has rank {len(override)}, "
+                                f"the input has rank {len(shape)} {_shape_text(shape)}", "give every dim")
+            if shape is not None and any(k is not None and k != d for k, d in zip(shape, override, strict=True)):
+                raise UserError(f"--input-shape {name}={','.join(map(str, override))} contradicts its known shape "
+                                f"{_shape_text(shape)}", "only unknown dims (?) can be set")
+            out.append(InputSpec(name, _np_dtype(dtype, name, where), tuple(override)))
+            continue
+        if shape is None:
+            raise UserError(f"{where}: input {name!r} has unknown rank", f"give its shape with --input-shape {name}=1,...")
+        dims = list(shape)
+        if dims and dims[0] is None:
+            dims[0] = 1
+            batch_fixed[name] = 1
+        if spec is not None and spec.size and len(dims) == 4 and (spec.input in (None, name)):
+            for axis, size in ((1, spec.size[1]), (2, spec.size[0])):
+                if dims[axis] is None:
+                    dims[axis] = size
+        if any(d is None for d in dims):
+            example = ",".join("1" if i == 0 else ("N" if d is None else str(d)) for i, d in enumerate(dims))
+            raise UserError(f"{where}: input {name!r} has unknown dims {_shape_text(shape)}",
+                            f"fix them with --input-shape {name}={example}")
+        out.append(InputSpec(name, _np_dtype(dtype, name, where), tuple(int(d) for d in dims)))
+    if batch_fixed:
+        defaults["batch"] = batch_fixed
+        notes.append(f"batch size fixed to 1 for {', '.join(batch_fixed)} (it was unknown); "
+                     "give --input-shape NAME=N,... for another")
+    return out
+
+
+def _shape_text(shape: Sequence[int | None] | None) -> str:
+    if shape is None:
+        return "<unknown>"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def _np_dtype(dtype: str, name: str, where: str) -> str:
+    try:
+        return np.dtype(dtype).name
+    except TypeError:
+        raise UserError(f"{where}: input {name!r} is {dtype}, which TFLite inputs cannot take from numpy",
+                        "convert between numeric tensors (--inputs)") from None
+
+
+def quantized_input(spec: Preprocess | None, data: bytes) -> Preprocess | None:
+    """Add the quantized input's scale and zero point (and the raw pixel map) to the spec."""
+    if spec is None:
+        return None
+    from tfshrink.tflite.flatbuffer import schema, type_names
+
+    model = schema().Model.GetRootAs(data, 0)
+    sub = model.Subgraphs(0)
+    for i in range(sub.InputsLength()):
+        tensor = sub.Tensors(sub.Inputs(i))
+        if (tensor.Name() or b"").decode().split(":")[0] != (spec.input or "").split(":")[0]:
+            continue
+        dtype = type_names().get(tensor.Type(), "").lower()
+        q = tensor.Quantization()
+        if dtype in ("int8", "uint8", "int16") and q is not None and q.ScaleLength():
+            return spec.with_quantization(dtype, float(q.Scale(0)), int(q.ZeroPoint(0)))
+    return spec

@@ -1,0 +1,25 @@
+"""The conversion modes (`--quantize`), the I/O types each allows, and why tfshrink defaults as it
+does. Imports nothing, so the CLI can list the modes without loading the converter."""
+
+from __future__ import annotations
+
+MODES = ("none", "float16", "dynamic", "int8", "int16x8")
+IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
+CALIBRATED = ("int8", "int16x8")  # the modes that need calibration data (or FakeQuant ranges)
+
+# What tfshrink chose and why, from LiteRT 2.3 measurements on an AVX2 x86 CPU (MobileNetV2 224
+# with random weights, and the digits CNN of the tests).
+NOTES = {
+    "io": ("inputs and outputs stay float32: the QUANTIZE/DEQUANTIZE ops at the edges run inside "
+           "LiteRT's XNNPACK delegate and measured the same latency as int8 I/O (MobileNetV2, 1 thread: "
+           "10.6 vs 10.6 ms); pass --input-type/--output-type int8 or uint8 for integer-only hardware"),
+    "int8": "every op restricted to LiteRT's int8 builtins (TFLITE_BUILTINS_INT8), weights per channel",
+    "dynamic": ("dynamic-range ops (int8 weights, float activations) are not taken by XNNPACK everywhere: "
+                "MobileNetV2 splits into 16 XNNPACK partitions with LiteRT's hybrid kernels between them and "
+                "measured 1.4x (1 thread) to 1.8x (2 threads) slower than float; --quantize int8 with calibration "
+                "is about as small and faster there (a tiny model XNNPACK takes whole can be fastest dynamic)"),
+    "int16x8": ("int16x8 runs on LiteRT's reference kernels (XNNPACK takes no int16 activations): on CPU it "
+                "measured ~13x slower than int8 on a small CNN; use it where int8 accuracy is not enough"),
+    "float16": ("float16 weights are expanded to float32 when LiteRT loads the model on CPU: half the file, "
+                "float speed"),
+}

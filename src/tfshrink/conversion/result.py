@@ -1,0 +1,66 @@
+"""What `convert` returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tfshrink.conversion.layers import AutoKeep, LayerError
+from tfshrink.data.calibration import Calibration
+from tfshrink.model import TensorSpec
+from tfshrink.tflite.metadata import Precision
+from tfshrink.tflite.preprocess import Preprocess
+from tfshrink.verification import VerifyResult
+
+
+@dataclass(frozen=True)
+class ConvertResult:
+    """What `convert` did: sizes, the mode and the defaults it chose, and how close the result is."""
+
+    source: str
+    format: str
+    output: str
+    quantize: str
+    bytes: int
+    source_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    defaults: dict[str, Any]
+    calibration: Calibration | None
+    preprocess: Preprocess | None
+    precision: Precision | None
+    kept_float: dict[str, list[str]]
+    ops: dict[str, int]
+    notes: tuple[str, ...]
+    warnings: tuple[str, ...]
+    verification: VerifyResult | None
+    verify_inputs: str = ""
+    layers: tuple[LayerError, ...] = ()  # per-layer quantization error (--report, --keep-float auto)
+    auto_keep: AutoKeep | None = None
+    report_files: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "format": self.format, "output": self.output, "quantize": self.quantize,
+            "bytes": self.bytes, "source_bytes": self.source_bytes,
+            "inputs": [s.to_json() for s in self.inputs], "outputs": [s.to_json() for s in self.outputs],
+            "defaults": self.defaults,
+            "calibration": self.calibration.to_json() if self.calibration else None,
+            "preprocess": self.preprocess.to_json() if self.preprocess else None,
+            "precision": self.precision.to_json() if self.precision else None,
+            "kept_float": self.kept_float, "ops": self.ops,
+            "notes": list(self.notes), "warnings": list(self.warnings),
+            "verification": self._verification_json(),
+            "layers": [x.to_json() for x in self.layers],
+            "auto_keep_float": self.auto_keep.to_json() if self.auto_keep else None,
+            "report_files": list(self.report_files),
+        }
+
+    def _verification_json(self) -> dict[str, Any] | None:
+        if self.verification is None:
+            return None
+        v = self.verification
+        return {"inputs": self.verify_inputs, "samples": v.samples,
+                "outputs": [{"name": o.name_b, "source_name": o.name_a, "cosine": o.cosine,
+                             "max_abs_error": o.max_abs, "mean_abs_error": o.mean_abs, "top1_agreement": o.top1}
+                            for o in v.outputs]}
