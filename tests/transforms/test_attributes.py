@@ -12,7 +12,7 @@ from tfshrink import _tf
 from tfshrink.errors import UserError
 from tfshrink.graph.ir import Graph
 from tfshrink.transforms import apply_transforms
-from tfshrink.transforms.attributes import _short_name
+from tfshrink.transforms.renaming import _short_name
 
 X = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
 

@@ -26,7 +26,9 @@ class KerasModel(Model):
             # Keras would report "File not found" for a .keras file that is not a whole zip archive.
             raise UserError(f"{path}: not a readable .keras archive (the zip file is truncated or corrupt)",
                             "re-save it with model.save('model.keras')")
-        import tfshrink.model.keras_layers  # noqa: F401  (registers the QAT layers, so quantize_model models load)
+        # Lazy, to keep Keras out of start-up until a Keras file is opened: registers the QAT
+        # layers, so quantize_model models load.
+        import tfshrink.model.keras_layers  # noqa: F401
 
         try:
             self.keras_model = tf.keras.models.load_model(str(path), compile=False)

@@ -165,8 +165,6 @@ def _source_model(source: Any, outputs: Sequence[str] | str | None) -> Iterator[
     if not hasattr(source, "layers") or not hasattr(source, "save"):
         raise UserError(f"convert_qat takes a path or a Keras model, not {type(source).__name__}",
                         "pass the eval graph's checkpoint or frozen .pb, or a quantize_model model")
-    import tfshrink.qat.keras as _registered  # noqa: F401  (the QAT layers load by name)
-
     with tempfile.TemporaryDirectory(prefix="tfshrink-qat-") as tmp:
         path = Path(tmp) / f"{source.name or 'model'}.keras"
         source.save(path)

@@ -164,8 +164,6 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
         raise UserError(f"{src}: `tfshrink qat` trains Keras models, this is a {fmt} model",
                         "TF1 graphs: use tfshrink.qat.create_training_graph / create_eval_graph in your training "
                         "script (see examples/qat_tf1_digits.py)")
-    import tfshrink.qat.keras  # noqa: F401  (registers the QAT layers)
-
     try:
         model = keras.models.load_model(str(src), compile=False)
     except Exception as exc:  # Keras raises many kinds

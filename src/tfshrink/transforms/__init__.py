@@ -21,6 +21,7 @@ from tfshrink.transforms import (  # noqa: F401  (register the transforms)
     functions,
     fusion,
     quantize,
+    renaming,
 )
 from tfshrink.transforms.registry import REGISTRY, Context, Transform, coerce
 from tfshrink.transforms.spec import TransformCall, parse_spec

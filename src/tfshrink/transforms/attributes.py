@@ -10,28 +10,20 @@ longer fits its op, a name used twice) is refused with a ValueError instead of b
 from __future__ import annotations
 
 import re
-import string
 from collections.abc import Callable
 from typing import Any
 
 from tfshrink import _tf
-from tfshrink.errors import UserError
-from tfshrink.graph.ir import Graph, parse_tensor, tensor_name
+from tfshrink.graph.ir import Graph, tensor_name
 from tfshrink.names import closest
 from tfshrink.transforms.basic import CONTROL_FLOW_OPS
+from tfshrink.transforms.common import require
 from tfshrink.transforms.registry import Context, Param, register
 
 # TensorFlow's rule for node names (the importer rejects anything else).
 _NODE_NAME = re.compile(r"[A-Za-z0-9.][A-Za-z0-9_.\-/>]*\Z")
 _DT_INT32 = 3  # DataType enum value (types.proto)
 _REF_OFFSET = 100  # DT_FLOAT_REF == DT_FLOAT + 100
-
-
-def _require(name: str, params: dict, *keys: str, example: str) -> None:
-    """Parameters graph_transforms made mandatory: missing ones are a spec error, not a failure."""
-    missing = [k for k in keys if not params.get(k)]
-    if missing:
-        raise UserError(f"{name} needs {' and '.join(missing)}", f"e.g. {example}")
 
 
 def _copy(message: Any) -> Any:
@@ -172,7 +164,7 @@ def remove_attribute(graph: Graph, params: dict, ctx: Context) -> bool:
     """Match: nodes of op `op_name` (every node for "*") that carry `attribute_name`. Write: the
     attribute deleted. Refuse: when the op requires the attribute (it declares it with no default),
     since TensorFlow could not load the result."""
-    _require("remove_attribute", params, "attribute_name", example="remove_attribute(attribute_name=_class)")
+    require("remove_attribute", params, "attribute_name", example="remove_attribute(attribute_name=_class)")
     name, op_name = params["attribute_name"], params["op_name"] or "*"
     hits = [n for n in graph if _matches(n, op_name) and name in n.attr]
     for node in hits:  # check every node first, so a refusal changes nothing
@@ -204,7 +196,7 @@ def rename_attribute(graph: Graph, params: dict, ctx: Context) -> bool:
     value moved to `new_attribute_name`. Refuse: when a node already has `new_attribute_name`, or
     when the renamed node no longer fits its op (a required attribute gone, a count behind its inputs
     gone). Warns when the new name is one the op does not declare (TF ignores it)."""
-    _require("rename_attribute", params, "old_attribute_name", "new_attribute_name",
+    require("rename_attribute", params, "old_attribute_name", "new_attribute_name",
              example="rename_attribute(old_attribute_name=foo, new_attribute_name=bar)")
     old, new = params["old_attribute_name"], params["new_attribute_name"]
     op_name = params["op_name"] or "*"
@@ -246,7 +238,7 @@ def rename_op(graph: Graph, params: dict, ctx: Context) -> bool:
     kept. Refuse: when TensorFlow 2.21 has no op (and the graph no function) called `new_op_name`, or
     when a renamed node does not fit the new op (number of inputs, a required attribute missing, a
     type it does not allow). Warns about attributes the new op does not declare (TF ignores them)."""
-    _require("rename_op", params, "old_op_name", "new_op_name",
+    require("rename_op", params, "old_op_name", "new_op_name",
              example="rename_op(old_op_name=Mul, new_op_name=Multiply)")
     old, new = params["old_op_name"], params["new_op_name"]
     functions = {f.signature.name for f in graph.library.function}
@@ -313,77 +305,10 @@ def backport_concatv2(graph: Graph, params: dict, ctx: Context) -> bool:
 
 # ---- names -----------------------------------------------------------------------------------
 
-def _follow_renames(ctx: Context, mapping: dict[str, str]) -> None:
-    """Keep the requested inputs and outputs pointing at the same nodes after a rename."""
-    for names, what in ((ctx.inputs, "input"), (ctx.outputs, "output")):
-        for i, ref in enumerate(names):
-            node, index, _ = parse_tensor(ref)
-            if node in mapping:
-                names[i] = tensor_name(mapping[node], index)
-                ctx.warnings.append(f"{what} {node!r} is now named {mapping[node]!r}")
 
-
-@register("rename_node", "rename one node and every reference to it",
-          {"old_node_name": Param(help="node to rename"), "new_node_name": Param(help="its new name")})
-def rename_node(graph: Graph, params: dict, ctx: Context) -> bool:
-    """Match: the node named `old_node_name`. Write: it renamed to `new_node_name`, with every data
-    input, control input and colocation entry that named it updated (and the requested inputs or
-    outputs, if it was one). Refuse: no such node, a node already called `new_node_name`, or a name
-    TensorFlow does not accept."""
-    _require("rename_node", params, "old_node_name", "new_node_name",
-             example="rename_node(old_node_name=super/deep/output, new_node_name=output)")
-    old, new = params["old_node_name"], params["new_node_name"]
-    if old not in graph:
-        near = closest(old, graph.names())
-        hint = f" (closest: {', '.join(near)})" if near else ""
-        raise ValueError(f"rename_node: no node named {old!r}{hint}")
-    if old == new:
-        return False
-    if new in graph:
-        raise ValueError(f"rename_node: a node named {new!r} already exists")
-    if not _NODE_NAME.match(new):
-        raise ValueError(f"rename_node: {new!r} is not a valid node name (letters, digits, and _ . - / >)")
-    graph.rename(old, new)
-    _follow_renames(ctx, {old: new})
-    return True
-
-
-_NAME_CHARS = string.digits + string.ascii_lowercase + string.ascii_uppercase
-
-
-def _short_name(index: int) -> str:
-    """0 -> "0", 61 -> "Z", 62 -> "10": the index written in base 62."""
-    out = ""
-    while True:
-        index, digit = divmod(index, len(_NAME_CHARS))
-        out = _NAME_CHARS[digit] + out
-        if index == 0:
-            return out
-
-
-@register("obfuscate_names", "replace node names with short generated ids (inputs and outputs kept)")
-def obfuscate_names(graph: Graph, params: dict, ctx: Context) -> bool:
-    """Match: every node that is not a requested input or output. Write: names "0", "1", ... "Z",
-    "10", ... in graph order (skipping any an input or output already uses), with all references and
-    colocation entries updated. The same graph always gets the same names."""
-    keep = {parse_tensor(ref)[0] for ref in ctx.inputs + ctx.outputs}
-    mapping: dict[str, str] = {}
-    index = 0
-    for name in graph.names():
-        if name in keep:
-            continue
-        new = _short_name(index)
-        while new in keep:
-            index += 1
-            new = _short_name(index)
-        index += 1
-        mapping[name] = new
-    graph.rename_many(mapping)
-    return any(old != new for old, new in mapping.items())
 
 
 # The name the transform had in TensorFlow releases before the spelling was fixed (the README kept it).
-register("obsfucate_names", "old spelling of obfuscate_names")(obfuscate_names)
 
 
 # ---- control edges ---------------------------------------------------------------------------

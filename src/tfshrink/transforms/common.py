@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
+from tfshrink.errors import UserError
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.transforms.registry import Context
 
@@ -90,3 +91,10 @@ def only_feeds(graph: Graph, name: str, consumer: str, ctx: Context) -> bool:
     if name in ctx.output_nodes() or graph.consumers(name) != {consumer}:
         return False
     return sum(1 for src, _ in graph.data_inputs(consumer) if src == name) == 1
+
+
+def require(name: str, params: dict, *keys: str, example: str) -> None:
+    """Parameters graph_transforms made mandatory: missing ones are a spec error, not a failure."""
+    missing = [k for k in keys if not params.get(k)]
+    if missing:
+        raise UserError(f"{name} needs {' and '.join(missing)}", f"e.g. {example}")
