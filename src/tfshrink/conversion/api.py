@@ -1,14 +1,6 @@
-"""Convert any supported model to TFLite: float32, float16, dynamic-range, full int8 or int16x8,
-then check the result against the source.
-
-    result = convert("model.keras", "model_int8.tflite", quantize="int8", calibration="photos/",
-                     preprocess="mean=127.5,std=127.5")
-
-The source (frozen .pb/.pbtxt, TF1 checkpoint, SavedModel, Keras .keras/.h5) is frozen in memory
-and converted with TF's GraphDef converter. Defaults are the fast ones measured in LiteRT (see
-`ConvertResult.notes` for what was chosen and why). The output is written only when everything
-succeeded, atomically, and the same input and options give the same bytes.
-"""
+"""`convert()`: freeze the source in memory, derive input specs, calibrate, convert in the chosen
+mode (the int8 default's choices, --keep-float, quantization-aware graphs), check the result and
+write it atomically. The package docstring (tfshrink.conversion) tells the whole story."""
 
 from __future__ import annotations
 

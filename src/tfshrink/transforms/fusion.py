@@ -245,17 +245,23 @@ _REFUSE = ("Refuse: an absorbed node has another consumer or is a requested outp
            "for every image after the first; a warning says so).")
 
 
+def _conv_inputs(graph: Graph, ctx: Context, find: Any) -> list[tuple[Any, Any]]:
+    """(conv, producer) for every fusable Conv2D whose input `find(graph, ref, conv, ctx)` matches."""
+    matches = []
+    for conv in graph:
+        if _fusable_conv(conv):
+            found = find(graph, conv.input[0], conv.name, ctx)
+            if found is not None:
+                matches.append((conv, found))
+    return matches
+
+
 @register("fuse_pad_and_conv", "MirrorPad -> Conv2D becomes FusedPadConv2D (batch-1 inputs)")
 def fuse_pad_and_conv(graph: Graph, params: dict, ctx: Context) -> bool:
     """Match: Conv2D(MirrorPad(x, paddings), W).
     Write: FusedPadConv2D(x, paddings, W) with the pad's mode and the conv's strides and padding,
     under the Conv2D's name (measured equal to the unfused pair on CPU for batch 1)."""
-    matches = []
-    for conv in graph:
-        if _fusable_conv(conv):
-            pad = _mirror_pad(graph, conv.input[0], conv.name, ctx)
-            if pad is not None:
-                matches.append((conv, pad))
+    matches = _conv_inputs(graph, ctx, _mirror_pad)
     kept = _batch_one(graph, matches, "FusedPadConv2D", "fuse_pad_and_conv", ctx)
     for conv, pad in kept:
         _fuse(graph, conv, "FusedPadConv2D", [pad.input[0], _int32_paddings(graph, pad), conv.input[1]],
@@ -269,12 +275,7 @@ def fuse_resize_and_conv(graph: Graph, params: dict, ctx: Context) -> bool:
     Write: FusedResizeAndPadConv2D(x, size, zero paddings, W) with mode REFLECT (a no-op with zero
     paddings) and resize_align_corners from the resize, under the Conv2D's name (measured equal
     to the unfused pair on CPU for batch 1)."""
-    matches = []
-    for conv in graph:
-        if _fusable_conv(conv):
-            resize = _resize(graph, conv.input[0], conv.name, ctx)
-            if resize is not None:
-                matches.append((conv, resize))
+    matches = _conv_inputs(graph, ctx, _resize)
     kept = _batch_one(graph, matches, "FusedResizeAndPadConv2D", "fuse_resize_and_conv", ctx)
     for conv, resize in kept:
         zeros = add_const(graph, f"{conv.name}_dummy_paddings", np.zeros((4, 2), np.int32))

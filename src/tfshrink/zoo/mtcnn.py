@@ -129,6 +129,18 @@ PNET_OUTPUTS = ("pnet/prob1", "pnet/conv4-2/BiasAdd")
 RNET_OUTPUTS = ("rnet/prob1", "rnet/conv5-2/conv5-2")
 
 
+def _trunk(tf: Any, x: Any, w: list[np.ndarray], pools: list[tuple[int, str] | None]) -> Any:
+    """conv{k} -> prelu{k} [-> max pool{k}] for k = 1.. len(pools): R- and ONet's shared front (a
+    pool is (size, padding), stride 2; None: no pool after that conv)."""
+    h = x
+    for k, pool in enumerate(pools, start=1):
+        i = 3 * (k - 1)
+        h = _prelu(tf, _conv(tf, h, f"conv{k}", w[i], w[i + 1]), f"prelu{k}", w[i + 2])
+        if pool is not None:
+            h = tf.nn.max_pool2d(h, pool[0], 2, pool[1], name=f"pool{k}")
+    return h
+
+
 def build_pnet(weights: list[np.ndarray] | None = None) -> tuple[Any, Any]:
     """PNet (fully convolutional, any input size) in the current default graph, facenet's names.
     The mtcnn package stores the box branch first; facenet calls it conv4-2 and the face/non-face
@@ -155,11 +167,7 @@ def build_rnet(weights: list[np.ndarray] | None = None) -> tuple[Any, Any]:
     v1 = tf.compat.v1
     with v1.variable_scope("rnet"):
         x = v1.placeholder(tf.float32, [None, 24, 24, 3], name="input")
-        h = _prelu(tf, _conv(tf, x, "conv1", w[0], w[1]), "prelu1", w[2])
-        h = tf.nn.max_pool2d(h, 3, 2, "SAME", name="pool1")
-        h = _prelu(tf, _conv(tf, h, "conv2", w[3], w[4]), "prelu2", w[5])
-        h = tf.nn.max_pool2d(h, 3, 2, "VALID", name="pool2")
-        h = _prelu(tf, _conv(tf, h, "conv3", w[6], w[7]), "prelu3", w[8])
+        h = _trunk(tf, x, w, [(3, "SAME"), (3, "VALID"), None])
         h = tf.reshape(tf.transpose(h, [0, 2, 1, 3]), [-1, 576])  # Caffe's flatten order
         h = _prelu(tf, _fc(tf, h, "conv4", w[9], w[10]), "prelu4", w[11])
         logits = _fc(tf, h, "conv5-1", w[14], w[15])
@@ -176,13 +184,7 @@ def build_onet(weights: list[np.ndarray] | None = None) -> tuple[Any, Any]:
     v1 = tf.compat.v1
     with v1.variable_scope("onet"):
         x = v1.placeholder(tf.float32, [None, 48, 48, 3], name="input")
-        h = _prelu(tf, _conv(tf, x, "conv1", w[0], w[1]), "prelu1", w[2])
-        h = tf.nn.max_pool2d(h, 3, 2, "SAME", name="pool1")
-        h = _prelu(tf, _conv(tf, h, "conv2", w[3], w[4]), "prelu2", w[5])
-        h = tf.nn.max_pool2d(h, 3, 2, "VALID", name="pool2")
-        h = _prelu(tf, _conv(tf, h, "conv3", w[6], w[7]), "prelu3", w[8])
-        h = tf.nn.max_pool2d(h, 2, 2, "SAME", name="pool3")
-        h = _prelu(tf, _conv(tf, h, "conv4", w[9], w[10]), "prelu4", w[11])
+        h = _trunk(tf, x, w, [(3, "SAME"), (3, "VALID"), (2, "SAME"), None])
         h = tf.reshape(tf.transpose(h, [0, 2, 1, 3]), [-1, 1152])  # Caffe's flatten order
         h = _prelu(tf, _fc(tf, h, "conv5", w[12], w[13]), "prelu5", w[14])
         boxes = _fc(tf, h, "conv6-2", w[15], w[16])

@@ -1,0 +1,67 @@
+"""The `tfshrink` command: parse arguments, call the Python API, print results, pick the exit code.
+
+Exit codes: 0 success, 1 a failed check, 2 bad input. A traceback only with --debug.
+Nothing here imports TensorFlow at module level, so `tfshrink --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+
+import click
+
+# The commands attach themselves to the group when their modules are imported.
+from tfshrink.cli import flow_commands, graph_commands, tflite_commands  # noqa: F401
+from tfshrink.cli.group import cli
+from tfshrink.errors import NOTE_SINKS, TfshrinkError, first_line
+
+__all__ = ["cli", "main"]
+
+
+def _show_notes() -> None:
+    """Print tfshrink's notes (a model read by a fallback loader) as `note:` lines on stderr, each
+    once per command (compare loads a model more than once)."""
+    said: set[str] = set()
+
+    def sink(text: str) -> None:
+        if text not in said:
+            said.add(text)
+            click.echo(f"note: {text}", err=True)
+
+    NOTE_SINKS[:] = [sink]
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    _show_notes()
+    try:
+        code = cli.main(args=args, prog_name="tfshrink", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+        code = 2
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        code = 130
+    except click.exceptions.Exit as exc:
+        code = exc.exit_code
+    except TfshrinkError as exc:
+        if debug:  # the traceback, and still the exit code of the error's kind
+            traceback.print_exc()
+        click.echo(f"error: {exc.one_line()}", err=True)
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = 130
+    except Exception as exc:  # an unexpected failure: one line unless --debug
+        if debug:
+            traceback.print_exc()
+        first = first_line(exc)
+        rerun = "" if debug else " (rerun with --debug for a traceback)"
+        click.echo(f"error: unexpected {type(exc).__name__}: {first}{rerun}", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
