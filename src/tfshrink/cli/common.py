@@ -115,3 +115,18 @@ def _names_option(f: Any) -> Any:
 
 def _split(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",")] if text else None
+
+
+def _measure_options(f: Any) -> Any:
+    """The inputs and timing options compare and report share."""
+    for option in reversed([
+        click.option("--inputs", "feeds", type=click.Path(),
+                     help="Inputs: .npz keyed by input name, or images (default: random)."),
+        click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True,
+                     help="Random input sets / images."),
+        click.option("--preprocess", metavar="SPEC",
+                     help="Image --inputs: size=WxH,mean=M,std=S,color=rgb (default: the one a .tflite stores)."),
+        click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per model."),
+    ]):
+        f = option(f)
+    return f

@@ -11,6 +11,7 @@ import click
 from tfshrink.cli.common import (
     _console,
     _echo_json,
+    _measure_options,
     _ms,
     _names_option,
     _op_counts,
@@ -26,13 +27,7 @@ from tfshrink.cli.help_text import EPILOGS
 
 @cli.command(epilog=EPILOGS["compare"])
 @click.argument("models", nargs=-1, required=True)
-@click.option("--inputs", "feeds", type=click.Path(),
-              help="Inputs: .npz keyed by input name, or images (default: random).")
-@click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Random input sets / images.")
-@click.option("--preprocess", metavar="SPEC",
-              help="Image --inputs: size=WxH,mean=M,std=S,color=rgb (default: the one a .tflite stores).")
-@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per model.")
+@_measure_options
 @click.option("--no-bench", is_flag=True, help="Skip the timing (agreement and size only).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @_names_option
@@ -129,13 +124,7 @@ def run_cmd(recipe: str, out_dir: str | None, force: bool, as_json: bool) -> int
 @_names_option
 @click.option("--quant-errors", type=click.Path(), metavar="CSV",
               help="Per-layer quantization errors: convert --report's folder, or a CSV (layer, rmse/scale).")
-@click.option("--inputs", "feeds", type=click.Path(),
-              help="Inputs: .npz keyed by input name, or images (default: random).")
-@click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Random input sets / images.")
-@click.option("--preprocess", metavar="SPEC",
-              help="Image --inputs: size=WxH,mean=M,std=S,color=rgb (default: the one a .tflite stores).")
-@click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per model.")
+@_measure_options
 @click.option("--no-bench", is_flag=True, help="Skip the timing.")
 @click.option("--title", help="The report's title.")
 @_shape_option
