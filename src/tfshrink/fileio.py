@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,21 @@ def _model_files(path: Path) -> set[Path]:
     return files
 
 
-def check_output(output: str | Path, inputs: Iterable[str | Path]) -> Path:
-    """Refuse an output path that is (part of) an input model or an existing folder."""
+# What each kind of output is called; an output named like another kind is refused.
+SUFFIXES = {"graphdef": (".pb", ".pbtxt", ".graphdef"), "tflite": (".tflite", ".lite"),
+            "keras": (".keras", ".h5", ".hdf5")}
+
+
+def check_output(output: str | Path, inputs: Iterable[str | Path], writes: str | None = None) -> Path:
+    """Refuse an output path that is (part of) an input model or an existing folder, or that is
+    named like another kind of model than the `writes` kind ("graphdef", "tflite", "keras")."""
     out = Path(output)
+    suffix = out.suffix.lower()
+    if writes is not None:
+        other = next((kind for kind, names in SUFFIXES.items() if kind != writes and suffix in names), None)
+        if other is not None:
+            raise UserError(f"{out}: this writes a {writes} model, but the name says {other}",
+                            f"name it {out.stem}{SUFFIXES[writes][0]}")
     resolved = out.resolve()
     for src in inputs:
         src_p = Path(src)
@@ -49,6 +62,22 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside `path` (same suffix, for writers that go by it, such as Keras) to
+    write to; renamed into place when the block ends without error, removed otherwise."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     except BaseException:

@@ -14,7 +14,14 @@ from tfshrink.model import Model, ambiguity_error, load
 from tfshrink.model.freezing import parse_binds
 from tfshrink.model.graphdef import GraphDefModel
 from tfshrink.names import split_names
-from tfshrink.verification import SourceView, VerifyResult, bound_values, compare, make_feed_list
+from tfshrink.verification import (
+    SourceView,
+    VerifyResult,
+    bound_values,
+    check_tolerances,
+    compare,
+    make_feed_list,
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +57,8 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
     `binds` replace placeholders by constants (is_training=false, keep_prob=1.0) and prune what
     they switch off. Raises CheckFailed when outputs differ beyond atol + rtol*|x|.
     """
-    out_path = check_output(output, [source])
+    out_path = check_output(output, [source], writes="graphdef")
+    check_tolerances(atol, rtol)
     wanted = split_names(outputs)
     bind_map = parse_binds(binds)
     model = load(source, signature=signature, outputs=wanted or None, tags=tags)

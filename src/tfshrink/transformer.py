@@ -19,7 +19,7 @@ from tfshrink.model.graphdef import GraphDefModel, read_graph_def
 from tfshrink.names import split_names
 from tfshrink.transforms import OPTIMIZE_SPEC, REGISTRY, apply_transforms, resolve_case
 from tfshrink.transforms.registry import Context
-from tfshrink.verification import compare, make_feed_list
+from tfshrink.verification import check_tolerances, compare, make_feed_list
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,12 @@ def transform(source: str | Path | Any, output: str | Path | None = None, transf
     that changes numerics by design (quantize_weights, round_weights, quantize_nodes) ran: then the
     error is reported only. `source` may also be a GraphDef in memory, and with `output` None nothing
     is written: the transformed GraphDef is `result.graph_def` either way."""
+    check_tolerances(atol, rtol)
     spec = " ".join(s for s in (OPTIMIZE_SPEC if optimize else "", transforms or "") if s.strip())
     if not spec:
         raise UserError("no transforms given", "pass --transforms SPEC or --optimize")
     in_memory = hasattr(source, "node")
-    out_path = None if output is None else check_output(output, [] if in_memory else [source])
+    out_path = None if output is None else check_output(output, [] if in_memory else [source], writes="graphdef")
     src = Path("<GraphDef>") if in_memory else Path(source)
     if not in_memory:
         fmt = detect_format(src)[0]  # a missing path fails here, before any work

@@ -178,6 +178,8 @@ class SessionRunner(Runner):
                 self.notes.append("bound " + ", ".join(f"{k}={v}" for k, v in bind_map.items()))
         self.graph_def = gdm.graph_def
         self.output_names = [o.name for o in gdm.outputs]
+        if not self.output_names:
+            raise UserError(f"{path}: the graph has no outputs to run", "check that this is the right file")
         shapes, self.batch = resolve_shapes(gdm.inputs, batch, overrides, str(path))
         self.shapes = shapes
         graph = tf.Graph()

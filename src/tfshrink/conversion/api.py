@@ -144,7 +144,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     if mode == "int16x8" and calibration is None:  # int8 may find its ranges in FakeQuant nodes
         _no_calibration(mode)
     spec = parse_preprocess(preprocess)
-    out_path = check_output(output, [source])
+    out_path = check_output(output, [source], writes="tflite")
     overrides = shape_overrides(input_shapes)
     notes: list[str] = []
     warnings: list[str] = []

@@ -76,7 +76,7 @@ def load_calibration(source: str | Path, inputs: Sequence[InputSpec], *, samples
         return _random(inputs, samples, preprocess, seed)
     path = Path(text)
     if path.is_file() and path.suffix.lower() in (".npy", ".npz"):
-        return _arrays(path, inputs, samples, preprocess)
+        return _finite(_arrays(path, inputs, samples, preprocess), path)
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
@@ -94,6 +94,16 @@ def load_calibration(source: str | Path, inputs: Sequence[InputSpec], *, samples
         raise UserError(f"{path}: calibration data must be a folder or glob of JPEG/PNG images, or .npy/.npz",
                         "e.g. --calibration photos/ or --calibration 'photos/*.jpg' or --calibration samples.npz")
     raise UserError(f"{path}: no such calibration file or folder", "check the path, or pass --calibration random")
+
+
+def _finite(calibration: Calibration, path: Path) -> Calibration:
+    """NaN or infinite calibration values would give ranges LiteRT cannot load: refuse them."""
+    for feed in calibration.samples:
+        for name, value in feed.items():
+            if np.asarray(value).dtype.kind == "f" and not np.isfinite(value).all():
+                raise UserError(f"{path}: calibration input {name!r} holds NaN or infinite values",
+                                "clean the data first")
+    return calibration
 
 
 def image_input(inputs: Sequence[InputSpec], preprocess: Preprocess | None) -> InputSpec:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 
 from tfshrink import _tf
 from tfshrink.errors import UserError
-from tfshrink.fileio import check_output
+from tfshrink.fileio import atomic_path, check_output
 from tfshrink.model import detect_format
 from tfshrink.model.tflite import TFLiteModel
 from tfshrink.qat.convert import convert_qat
@@ -79,6 +80,11 @@ def load_dataset(path: str | Path, input_name: str, what: str) -> Dataset:
     x, y = arrays[x_key], arrays[y_key]
     if len(x) != len(y) or not len(x):
         raise UserError(f"{what} {p}: {len(x)} inputs but {len(y)} labels", "give one label per input")
+    for name, array in ((x_key, x), (y_key, y)):
+        if array.dtype.kind not in "fiub":
+            raise UserError(f"{what} {p}: array {name} holds {array.dtype}, not numbers", "save numeric arrays")
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise UserError(f"{what} {p}: array {name} holds NaN or infinite values", "clean the data first")
     return Dataset(str(p), x.astype(np.float32) if x.dtype.kind == "f" else x, y)
 
 
@@ -191,16 +197,21 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
     callbacks = [_ProgressCallback(progress, steps * epochs)] if progress is not None else []
     history = qat.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
     qat_metric = _score(lambda x: qat.predict(x, verbose=0, batch_size=256), valid, metric) if valid else None
-    qat.save(out_path)
+    losses = [float(v) for v in history.history.get("loss", [])]
+    if not all(np.isfinite(losses)):
+        raise UserError(f"{data}: training diverged (loss per epoch: {', '.join(f'{v:.4g}' for v in losses)}); "
+                        "nothing written", "lower --lr, or check the data's scale and labels")
     result = QatResult(str(src), str(out_path), str(tfl_path) if tfl_path else None, epochs, batch_size,
                        float(learning_rate), loss_name, metric, len(train.x), len(valid.x) if valid else 0,
-                       [float(v) for v in history.history.get("loss", [])], quantized_layers(qat),
-                       float_metric, qat_metric)
-    if tfl_path is not None:
-
-        result.convert = convert_qat(out_path, tfl_path, input_type=input_type, output_type=output_type)
-        if valid is not None:
-            result.int8_metric = _score(tflite_predict(tfl_path), valid, metric)
+                       losses, quantized_layers(qat), float_metric, qat_metric)
+    # All or nothing: the .keras goes into place only once its .tflite (when asked for) is written.
+    with atomic_path(out_path) as saved:
+        qat.save(saved)
+        if tfl_path is not None:
+            converted = convert_qat(saved, tfl_path, input_type=input_type, output_type=output_type)
+            result.convert = dataclasses.replace(converted, source=str(out_path))
+    if tfl_path is not None and valid is not None:
+        result.int8_metric = _score(tflite_predict(tfl_path), valid, metric)
     return result
 
 

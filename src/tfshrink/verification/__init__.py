@@ -116,6 +116,13 @@ def _metrics(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[fl
     return max_abs, mean_abs, cosine, top1, passed
 
 
+def check_tolerances(atol: float, rtol: float) -> None:
+    """Tolerances are finite and not negative (a negative one would fail every check)."""
+    for name, value in (("atol", atol), ("rtol", rtol)):
+        if not np.isfinite(value) or value < 0:
+            raise UserError(f"--{name} {value} must be a number >= 0", f"e.g. --{name} 1e-4")
+
+
 def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *, atol: float,
             rtol: float, extra_a: Mapping[str, Any] | None = None,
             extra_b: Mapping[str, Any] | None = None,
@@ -123,6 +130,10 @@ def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *
     """Run both models on each feed (keyed by A's input names) and compare paired outputs.
     `progress(done, total)` is called after each feed."""
     where = f"{a.path} vs {b.path}"
+    for model in (a, b):
+        if not model.outputs:
+            raise UserError(f"{model.path}: the model has no outputs to compare",
+                            "name them with --outputs, or check that this is the right file")
     in_pairs = pair_by_name_or_order(a.inputs, b.inputs, "input", where)
     out_pairs = pair_by_name_or_order(a.outputs, b.outputs, "output", where)
     got_a: dict[str, list[np.ndarray]] = {s.name: [] for s, _ in out_pairs}
@@ -277,6 +288,7 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
     `binds` (NAME=VALUE, or {name: value}) feed a constant to whichever model has that input
     (is_training=false for a training checkpoint against its frozen graph)."""
 
+    check_tolerances(atol, rtol)
     bind_map = parse_binds(binds)
     ma = a if isinstance(a, Model) else load(a)
     mb = b if isinstance(b, Model) else load(b)

@@ -1,0 +1,54 @@
+"""Issue 16: bad inputs get one line and exit 2 before any work, and nothing is written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_real_world import run_cli
+from tfshrink import _tf
+
+
+def test_an_output_named_like_another_format_is_refused(keras_file: Path, keras_pb: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    for args in (["freeze", keras_file, "-o", tmp_path / "x.tflite"],
+                 ["transform", keras_pb, "-o", tmp_path / "x.tflite", "--transforms", "strip_unused_nodes"],
+                 ["convert", keras_file, "-o", tmp_path / "x.pb"]):
+        code, _, err = run_cli(capsys, *args)
+        assert code == 2 and "but the name says" in err, (args, err)
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("flag", ["--atol", "--rtol"])
+def test_a_negative_tolerance_is_refused(flag: str, keras_file: Path, tflite_file: Path, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "verify", keras_file, tflite_file, flag, "-1")
+    assert code == 2 and f"{flag} -1.0 must be a number >= 0" in err
+    code, _, err = run_cli(capsys, "freeze", keras_file, "-o", tmp_path / "f.pb", flag, "-1")
+    assert code == 2 and ">= 0" in err and not (tmp_path / "f.pb").exists()
+
+
+def test_a_graph_with_no_outputs_is_not_declared_matching(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tf = _tf.tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        tf.constant(1.0, name="c")
+        tf.compat.v1.placeholder(tf.float32, [2], name="x")
+    pb = tmp_path / "empty.pb"
+    pb.write_bytes(graph.as_graph_def().SerializeToString())
+    code, out, err = run_cli(capsys, "verify", pb, pb, "--samples", "1")
+    assert code == 2 and "no outputs" in err and "outputs match" not in out
+    code, _, err = run_cli(capsys, "bench", pb, "--runs", "1")
+    assert code == 2 and "no outputs" in err
+
+
+def test_nan_calibration_data_is_refused(keras_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    calib = tmp_path / "calib.npz"
+    image = np.ones((4, 12, 12, 3), np.float32)
+    image[0, 0, 0, 0] = np.nan
+    np.savez(calib, image=image, meta=np.ones((4, 4), np.float32))
+    out = tmp_path / "c.tflite"
+    code, _, err = run_cli(capsys, "convert", keras_file, "-o", out, "--quantize", "int8", "--calibration", calib)
+    assert code == 2 and "NaN or infinite" in err and not out.exists()
