@@ -33,12 +33,6 @@ def check_output(output: str | Path, inputs: Iterable[str | Path], writes: str |
     """Refuse an output path that is (part of) an input model or an existing folder, or that is
     named like another kind of model than the `writes` kind ("graphdef", "tflite", "keras")."""
     out = Path(output)
-    suffix = out.suffix.lower()
-    if writes is not None:
-        other = next((kind for kind, names in SUFFIXES.items() if kind != writes and suffix in names), None)
-        if other is not None:
-            raise UserError(f"{out}: this writes a {writes} model, but the name says {other}",
-                            f"name it {out.stem}{SUFFIXES[writes][0]}")
     resolved = out.resolve()
     for src in inputs:
         src_p = Path(src)
@@ -47,6 +41,12 @@ def check_output(output: str | Path, inputs: Iterable[str | Path], writes: str |
                             "choose another output path")
     if out.is_dir():
         raise UserError(f"{out}: the output path is a folder", "give a file name, e.g. model.pb")
+    suffix = out.suffix.lower()
+    if writes is not None:
+        other = next((kind for kind, names in SUFFIXES.items() if kind != writes and suffix in names), None)
+        if other is not None:
+            raise UserError(f"{out}: this writes a {writes} model, but the name says {other}",
+                            f"name it {out.stem}{SUFFIXES[writes][0]}")
     if not out.parent.exists():
         raise UserError(f"{out}: the output folder {out.parent} does not exist", "create it first")
     return out
