@@ -52,3 +52,22 @@ def test_nan_calibration_data_is_refused(keras_file: Path, tmp_path: Path, capsy
     out = tmp_path / "c.tflite"
     code, _, err = run_cli(capsys, "convert", keras_file, "-o", out, "--quantize", "int8", "--calibration", calib)
     assert code == 2 and "NaN or infinite" in err and not out.exists()
+
+
+def test_names_with_rich_markup_are_printed_as_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tf = _tf.tf()
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, 2], name="x")
+        tf.identity(x * 2.0, name="out")
+    graph_def = graph.as_graph_def()
+    names = {"x": "x[/]in", "out": "[link=http://e.vil]out"}  # names TF's Python API would refuse
+    for node in graph_def.node:
+        node.name = names.get(node.name, node.name)
+        for i, ref in enumerate(node.input):
+            node.input[i] = names.get(ref, ref)
+    pb = tmp_path / "markup.pb"
+    pb.write_bytes(graph_def.SerializeToString())
+    code, out, err = run_cli(capsys, "inspect", pb)
+    assert code == 0, err
+    assert "x[/]in" in out and "[link=http://e.vil]out" in out

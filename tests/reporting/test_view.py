@@ -58,7 +58,8 @@ def test_view_freezes_a_checkpoint_first(onet_ckpt: Path) -> None:
 
 def test_view_savedmodel_serves_saved_model_pb(saved_model_dir: Path) -> None:
     with view(saved_model_dir, browse=False) as server:
-        assert server.served == saved_model_dir / "saved_model.pb"
+        assert server.served.name == "saved_model.pb"  # a private copy of it
+        assert server.served.read_bytes() == (saved_model_dir / "saved_model.pb").read_bytes()
         assert _served_file(server.url) == "saved_model.pb"
 
 

@@ -84,51 +84,52 @@ def inspect(model: str, signature: str | None, tags: str | None, as_json: bool) 
 
 
 def _print_inspect(r: Any) -> None:
+    from rich.markup import escape as esc
     from rich.table import Table
 
     # Lazy: the API imports TensorFlow, which `tfshrink --help` must not load.
     from tfshrink.inspection import human_count
 
     con = _console()
-    con.print(f"[bold]{r.path}[/] ({r.format}, {r.file_bytes:,} bytes)")
+    con.print(f"[bold]{esc(r.path)}[/] ({r.format}, {r.file_bytes:,} bytes)")
     table = Table(title=None, box=None, pad_edge=False, show_header=True, header_style="bold")
     for col in ("", "name", "dtype", "shape", "op / quantization"):
         table.add_column(col)
     for kind, specs in (("input", r.inputs), ("optional", r.optional_inputs), ("output", r.outputs)):
         for s in specs:
             q = f"scale={s.quantization[0]:.6g} zero_point={s.quantization[1]}" if s.quantization else (s.op or "")
-            table.add_row(kind, s.name, s.dtype, s.shape_text(), q)
+            table.add_row(kind, esc(s.name), s.dtype, s.shape_text(), esc(q))
     con.print(table)
     if r.outputs_ambiguous:
         con.print("[yellow]outputs are ambiguous[/]; candidates, best first: "
-                  + ", ".join(c["name"] for c in r.candidates[:8]))
+                  + ", ".join(esc(c["name"]) for c in r.candidates[:8]))
     if r.labels:
-        con.print(f"ignored training placeholders: {', '.join(r.labels)}")
+        con.print(f"ignored training placeholders: {esc(', '.join(r.labels))}")
     con.print(f"nodes: {r.nodes}   control edges: {r.control_edges}")
     con.print(f"const parameters: {r.const_parameters} ({human_count(r.const_parameters)})   "
               f"variable parameters: {r.variable_parameters} ({human_count(r.variable_parameters)})")
     if r.variables:
-        shown = ", ".join(f"{v.name}{v.shape_text()}" for v in r.variables[:6])
+        shown = ", ".join(f"{esc(v.name)}{v.shape_text()}" for v in r.variables[:6])
         more = f" and {len(r.variables) - 6} more" if len(r.variables) > 6 else ""
         con.print(f"variables ({len(r.variables)}): {shown}{more}")
     for key in ("tensors", "subgraphs"):
         if key in r.extra:
             con.print(f"{key}: {r.extra[key]}")
     if r.extra.get("custom_ops"):
-        con.print(f"custom ops: {', '.join(r.extra['custom_ops'])}")
+        con.print(f"custom ops: {esc(', '.join(r.extra['custom_ops']))}")
     if r.extra.get("weight_bytes"):
         con.print("weight bytes: " + ", ".join(f"{k} {v:,}" for k, v in r.extra["weight_bytes"].items()))
     if r.extra.get("metadata"):
-        con.print("metadata: " + ", ".join(f"{k}={v[:60]}" for k, v in r.extra["metadata"].items()))
+        con.print("metadata: " + esc(", ".join(f"{k}={v[:60]}" for k, v in r.extra["metadata"].items())))
     _print_tflite_extra(con, r.extra)
     if r.extra.get("signatures"):
-        con.print(f"signatures: {', '.join(r.extra['signatures'])} (showing {r.extra['signature']})")
+        con.print(f"signatures: {esc(', '.join(r.extra['signatures']))} (showing {esc(r.extra['signature'])})")
     if r.extra.get("loader_note"):
-        con.print(f"[yellow]{r.extra['loader_note']}[/]")
-    con.print("op types: " + ", ".join(f"{op} {n}" for op, n in r.op_types.items()))
+        con.print(f"[yellow]{esc(r.extra['loader_note'])}[/]")
+    con.print("op types: " + esc(", ".join(f"{op} {n}" for op, n in r.op_types.items())))
     if r.extra.get("fake_quant"):
         _print_fake_quant(con, r.extra["fake_quant"])
-    con.print(f"bench: {r.bench_command}")
+    con.print(f"bench: {esc(r.bench_command)}")
 
 
 def _print_fake_quant(con: Any, ranges: list[dict]) -> None:

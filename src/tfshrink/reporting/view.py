@@ -3,12 +3,19 @@
 Netron reads .tflite, .keras/.h5, frozen .pb/.pbtxt and a SavedModel's saved_model.pb itself. A TF1
 checkpoint is frozen to a temporary .pb first (outputs detected; the .meta graph, training
 machinery included, when they cannot be told apart), removed again when the server stops.
+
+Netron's server answers for every file in the served file's folder. So tfshrink serves a copy (a
+hard link where it can) of the one model file, under a fixed name, from a private temporary
+folder: other files of the user's folder are not reachable. Requests whose Host header is not
+localhost, 127.0.0.1 or [::1] get 403, so a web page cannot reach the server by DNS rebinding.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
+import re
 import shutil
 import socket
 import tempfile
@@ -24,6 +31,7 @@ from tfshrink.model import detect_format
 __all__ = ["ViewServer", "view"]
 
 HOST = "localhost"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 
 @dataclass
@@ -82,6 +90,7 @@ def _check_port(host: str, port: int) -> None:
         raise UserError(f"--port {port} is not a TCP port",
                         "give 1-65535, or leave --port out for a free one")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a just-stopped server's port is free
         try:
             s.bind((host, port))
         except OSError as exc:
@@ -116,6 +125,51 @@ def _servable(source: str, fmt: str, path: Path,
         raise
 
 
+def _private_copy(served: Path, tmp: Path | None) -> tuple[Path, Path]:
+    """`served` alone in a private folder (the existing temporary one, or a new one), its name
+    reduced to letters, digits, `.`, `_` and `-` (Netron writes it into its page unescaped)."""
+    folder = tmp if tmp is not None else Path(tempfile.mkdtemp(prefix="tfshrink-view-"))
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", served.name).lstrip(".") or "model"
+    target = folder / name
+    if target != served:
+        try:
+            os.link(served, target)
+        except OSError:  # another file system, or links not allowed: copy
+            shutil.copyfile(served, target)
+    return target, folder
+
+
+def _guard_host() -> None:
+    """Make Netron's request handler answer 403 to any Host but this machine's loopback names.
+
+    Private: netron.server exposes no hook for this; its handler class is replaced by a subclass
+    that checks the Host header first (once per process)."""
+    import netron.server as server
+
+    base = server._HTTPRequestHandler
+    if getattr(base, "tfshrink_guarded", False):
+        return
+
+    class Guarded(base):  # type: ignore[misc, valid-type]
+        tfshrink_guarded = True
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            host = (self.headers.get("Host") or "").strip().lower()
+            name = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+            if name not in LOCAL_HOSTS:
+                body = b"403: tfshrink view answers only to localhost"
+                self.send_response(403)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+                return
+            super().do_GET()
+
+    server._HTTPRequestHandler = Guarded
+
+
 def view(model: str | Path, *, port: int | None = None, browse: bool = True,
          outputs: Sequence[str] | None = None, host: str = HOST) -> ViewServer:
     """Serve `model` (any format) in Netron on `host`:`port` (a free port when None) and, with
@@ -126,6 +180,8 @@ def view(model: str | Path, *, port: int | None = None, browse: bool = True,
         _check_port(host, port)
     served, tmp, note = _servable(str(model), fmt, path, outputs)
     try:
+        served, tmp = _private_copy(served, tmp)
+        _guard_host()
         import netron
 
         root = logging.getLogger()
