@@ -71,3 +71,16 @@ def test_names_with_rich_markup_are_printed_as_written(tmp_path: Path, capsys: p
     code, out, err = run_cli(capsys, "inspect", pb)
     assert code == 0, err
     assert "x[/]in" in out and "[link=http://e.vil]out" in out
+
+
+def test_options_that_do_not_apply_are_refused(keras_pb: Path, keras_file: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "inspect", keras_pb, "--signature", "serving_default")
+    assert code == 2 and "--signature picks from a SavedModel's signatures" in err
+    code, _, err = run_cli(capsys, "verify", keras_file, keras_pb, "--input-shape", "nosuch=1,2")
+    assert code == 2 and "--input-shape names 'nosuch', which is not an input" in err
+    code, _, err = run_cli(capsys, "verify", keras_file, keras_pb, "--input-shape", "image=1,-12,12,3")
+    assert code == 2 and "every dimension must be at least 1" in err
+    code, _, err = run_cli(capsys, "transform", keras_pb, "--in_graph", keras_file, "-o", tmp_path / "t.pb",
+                           "--transforms", "strip_unused_nodes")
+    assert code == 2 and "two inputs given" in err and not (tmp_path / "t.pb").exists()

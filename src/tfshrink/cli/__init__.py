@@ -6,7 +6,9 @@ Nothing here imports TensorFlow at module level, so `tfshrink --help` answers at
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import traceback
 
 import click
@@ -32,10 +34,21 @@ def _show_notes() -> None:
     NOTE_SINKS[:] = [sink]
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that every write in progress unwinds and removes its
+    temporary file or folder, as Ctrl-C (KeyboardInterrupt) does."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     _show_notes()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         code = cli.main(args=args, prog_name="tfshrink", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as exc:
@@ -57,6 +70,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         code = 130
+    except Terminated:
+        click.echo("terminated", err=True)
+        code = 143
     except Exception as exc:  # an unexpected failure: one line unless --debug
         if debug:
             traceback.print_exc()

@@ -255,6 +255,8 @@ def transform(source: str | None, in_graph: str | None, output: str | None, inpu
             click.echo(f"{name}({params})\n    {t.summary}{note}")
         click.echo(f"\n--optimize runs: {OPTIMIZE_SPEC}")
         return 0
+    if source and in_graph and source != in_graph:
+        raise UserError(f"two inputs given: {source} and --in_graph {in_graph}", "give one of them")
     src = source or in_graph
     if not src or not output or not (spec or optimize):
         raise UserError("transform needs a SOURCE (or --in_graph), -o/--out_graph and --transforms or --optimize",

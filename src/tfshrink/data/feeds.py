@@ -25,6 +25,8 @@ def parse_shape_overrides(items: Sequence[str] | None) -> dict[str, tuple[int, .
             out[name.strip().split(":")[0]] = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
         except ValueError:
             raise UserError(f"--input-shape {item!r} is not NAME=D1,D2,...", "e.g. --input-shape input=1,48,48,3") from None
+        if any(d < 1 for d in out[name.strip().split(":")[0]]):
+            raise UserError(f"--input-shape {item!r}: every dimension must be at least 1", "e.g. --input-shape input=1,48,48,3")
     return out
 
 
@@ -45,6 +47,11 @@ def random_feeds(specs: Sequence[TensorSpec], *, seed: int = 0,
     """
     rng = np.random.default_rng(seed)
     shapes = shapes or {}
+    known = {spec.name.split(":")[0] for spec in specs}
+    for name in shapes:
+        if name.split(":")[0] not in known:
+            raise UserError(f"--input-shape names {name!r}, which is not an input",
+                            f"inputs are {', '.join(sorted(known)) or 'none'}")
     feeds = {}
     for spec in specs:
         shape = concrete_shape(spec, shapes.get(spec.name))

@@ -60,6 +60,10 @@ def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[st
     (tags comma-separated or a list); `outputs` overrides detected outputs of graph formats
     (checkpoint, GraphDef)."""
     fmt, p = detect_format(path)
+    for flag, value in (("--signature", signature), ("--tags", tags)):
+        if value and fmt != "savedmodel":
+            raise UserError(f"{p}: {flag} picks from a SavedModel's signatures; this is a {fmt} model",
+                            f"drop {flag}")
     tag_list = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) else tags
     return _module(fmt).open_model(p, signature=signature, outputs=outputs, tags=tag_list or None)
 
