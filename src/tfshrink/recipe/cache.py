@@ -17,7 +17,7 @@ from typing import Any
 
 from tfshrink.fileio import atomic_write
 
-__all__ = ["CACHE_DIR", "cache_key", "content_hash", "load_entry", "store_entry"]
+__all__ = ["CACHE_DIR", "cache_key", "content_hash", "load_entry", "recorded_outputs", "store_entry"]
 
 CACHE_DIR = ".tfshrink-cache"
 _CHUNK = 1 << 20
@@ -62,6 +62,8 @@ def load_entry(out_dir: Path, key: str) -> dict[str, Any] | None:
         entry = json.loads(entry_path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    if not _valid(entry):
+        return None  # a damaged entry: the step runs again and writes a good one
     output = entry.get("output")
     if output is not None:
         p = out_dir / output
@@ -71,6 +73,22 @@ def load_entry(out_dir: Path, key: str) -> dict[str, Any] | None:
         if not (out_dir / name).exists() or content_hash(out_dir / name) != digest:
             return None
     return entry
+
+
+def _valid(entry: Any) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("output"), str | None)
+            and isinstance(entry.get("extra_sha256", {}), dict))
+
+
+def recorded_outputs(out_dir: Path) -> set[str]:
+    """The names of the files earlier runs wrote into `out_dir`, as their cache entries record."""
+    names = set()
+    for path in (out_dir / CACHE_DIR).glob("*.json") if (out_dir / CACHE_DIR).is_dir() else ():
+        with contextlib.suppress(OSError, ValueError):
+            entry = json.loads(path.read_text(encoding="utf-8"))
+            if _valid(entry) and entry.get("output"):
+                names.add(entry["output"])
+    return names
 
 
 def store_entry(out_dir: Path, key: str, entry: dict[str, Any]) -> None:
@@ -83,7 +101,8 @@ def store_entry(out_dir: Path, key: str, entry: dict[str, Any]) -> None:
         entry["output_sha256"] = _file_digest(out_dir / entry["output"])
         for old in folder.glob("*.json"):  # entries for an earlier version of the same file are stale now
             with contextlib.suppress(OSError, ValueError):
-                stale = json.loads(old.read_text(encoding="utf-8")).get("output") == entry["output"]
+                found = json.loads(old.read_text(encoding="utf-8"))
+                stale = not _valid(found) or found.get("output") == entry["output"]
                 if stale and old.stem != key:
                     old.unlink()
     atomic_write(folder / f"{key}.json", json.dumps(entry, indent=2, sort_keys=True, default=str).encode())

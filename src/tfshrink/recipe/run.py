@@ -16,7 +16,14 @@ from tfshrink.conversion import convert
 from tfshrink.errors import CheckFailed, TfshrinkError, UserError
 from tfshrink.fileio import atomic_write
 from tfshrink.freezer import freeze
-from tfshrink.recipe.cache import cache_key, content_hash, load_entry, store_entry
+from tfshrink.recipe.cache import (
+    CACHE_DIR,
+    cache_key,
+    content_hash,
+    load_entry,
+    recorded_outputs,
+    store_entry,
+)
 from tfshrink.recipe.parse import Recipe, Ref, Step, load_recipe
 from tfshrink.recipe.schema import KINDS, kind_options
 from tfshrink.reporting.compare import default_names
@@ -286,6 +293,32 @@ def _report_names(models: list[Any]) -> list[str]:
     return names
 
 
+def _summary_outputs(out_dir: Path) -> set[str]:
+    """The files the last run's summary.json lists (a failed step's output is written, not cached)."""
+    try:
+        summary = json.loads((out_dir / SUMMARY).read_text(encoding="utf-8"))
+        return {str(s["output"]) for s in summary.get("steps", []) if isinstance(s, dict) and s.get("output")}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return set()
+
+
+def _check_outputs(r: Recipe, out_dir: Path, force: bool) -> None:
+    """Refuse, before any work, a step whose output would replace summary.json or a file that no
+    earlier run of a recipe wrote into this folder (a user's own model, say); --force replaces the
+    latter."""
+    written = recorded_outputs(out_dir) | _summary_outputs(out_dir)
+    for step in r.steps:
+        name = _output_name(step)
+        where = f"{r.display}:{step.line}"
+        if name == SUMMARY:
+            raise UserError(f"{where}: step {step.name!r} would write {SUMMARY}, which the run writes",
+                            "give the step another name")
+        target = out_dir / name
+        if target.exists() and name not in written and not force:
+            raise UserError(f"{where}: step {step.name!r} would replace {target}, which no recipe run wrote",
+                            "rename the step, choose another folder with --out, or pass --force to replace it")
+
+
 def run_recipe(recipe: str | Path | Recipe, *, out: str | Path | None = None, force: bool = False,
                on_step: OnStep | None = None) -> RunResult:
     """Validate (when given a path) and run a recipe; artifacts and summary.json go to `out` (default:
@@ -305,5 +338,9 @@ def run_recipe(recipe: str | Path | Recipe, *, out: str | Path | None = None, fo
                         "choose another folder with --out")
     if r.out != out_dir and not out_dir.parent.exists():
         raise UserError(f"{out_dir}: its parent folder does not exist", "create it first")
+    if (out_dir / CACHE_DIR).exists() and not (out_dir / CACHE_DIR).is_dir():
+        raise UserError(f"{out_dir / CACHE_DIR}: a file where the recipe cache folder goes",
+                        "remove it, or choose another folder with --out")
+    _check_outputs(r, out_dir, force)
     os.makedirs(out_dir, exist_ok=True)
     return _Runner(r, out_dir, force, on_step).run()
