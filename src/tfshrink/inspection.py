@@ -10,6 +10,7 @@ from typing import Any
 from tfshrink.data.feeds import DEFAULT_BATCH
 from tfshrink.fileio import disk_bytes
 from tfshrink.graph.fake_quant import FAKE_QUANT_TYPES, checkpoint_variables, fake_quant_ranges
+from tfshrink.graph.io_ops import IO_OPS, io_nodes
 from tfshrink.graph.ir import parse_tensor
 from tfshrink.graph.shapes import const_elements, dtype_name
 from tfshrink.model import Model, TensorSpec, load
@@ -151,7 +152,7 @@ def _inspect(model: Model) -> InspectResult:
                              variable_parameters=var_params, control_edges=control, variables=variables,
                              optional_inputs=optional, candidates=tuple(c.to_json() for c in det.candidates),
                              labels=tuple(det.labels), outputs_ambiguous=det.ambiguous,
-                             extra=_fake_quant(model, graph_def))
+                             extra={**_fake_quant(model, graph_def), **_io_ops(graph_def)})
     if model.format == "savedmodel" and hasattr(model, "meta_graph"):  # read by the TF1 loader
         return _inspect_v1_saved_model(model, common)
     # SavedModel and Keras: the signature function's graph, and the model's variables.
@@ -210,6 +211,12 @@ def _model_graph_def(graph_def: Any) -> Any:
         del copy.input[:]
         copy.input.extend(refs)
     return out
+
+
+def _io_ops(graph_def: Any) -> dict[str, Any]:
+    """{"io_ops": [...]}: the ops that would touch files, the network or processes, else {}."""
+    found = io_nodes(graph_def, ops=IO_OPS)
+    return {"io_ops": [{"node": name, "op": op} for name, op in found]} if found else {}
 
 
 def _fake_quant(model: Model, graph_def: Any) -> dict[str, Any]:

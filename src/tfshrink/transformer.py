@@ -13,6 +13,7 @@ from typing import Any
 
 from tfshrink.errors import CheckFailed, UserError, first_line
 from tfshrink.fileio import atomic_write, check_output, serialize_graph_def
+from tfshrink.graph.io_ops import drop_io_control_inputs
 from tfshrink.graph.ir import Graph
 from tfshrink.model import detect_format
 from tfshrink.model.graphdef import GraphDefModel, read_graph_def
@@ -120,6 +121,11 @@ def transform(source: str | Path | Any, output: str | Path | None = None, transf
             raise UserError(f"{src}: a {fmt} model; transform rewrites a frozen GraphDef (.pb/.pbtxt)",
                             f"freeze it first: tfshrink freeze {src} -o model.pb")
     graph_def = source if in_memory else read_graph_def(src)
+    io_free = Graph(graph_def)
+    dropped = drop_io_control_inputs(io_free)
+    if dropped:  # the outputs only waited on them: drop them before anything runs the graph
+        io_free.remove(dropped)
+        graph_def = io_free.to_graph_def()
     wanted_in, wanted_out = split_names(inputs), split_names(outputs)
     detected = None
     if not wanted_in or not wanted_out:
@@ -159,5 +165,7 @@ def transform(source: str | Path | Any, output: str | Path | None = None, transf
         atomic_write(out_path, data)
     size = graph_def.ByteSize() if in_memory else src.stat().st_size
     return TransformResult(str(src), str(out_path) if out_path else "", tuple(applied), len(graph_def.node),
-                           len(result.node), size, len(data), tuple(names.warnings + warnings),
+                           len(result.node), size, len(data), tuple(names.warnings + warnings + (
+                               [f"dropped {len(dropped)} op(s) that touch files or processes and that the outputs "
+                                f"only waited on: {', '.join(dropped[:4])}"] if dropped else [])),
                            tuple(checker.steps) if checker is not None else (), result)

@@ -27,6 +27,7 @@ from tfshrink.benchmarking.flops import FlopCount, graph_flops, tflite_flops
 from tfshrink.benchmarking.profile import Profile, from_step_stats
 from tfshrink.data.feeds import random_feeds
 from tfshrink.errors import UserError, first_line
+from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
 from tfshrink.model import TensorSpec, detect_format, load
 from tfshrink.model.freezing import parse_binds
 from tfshrink.model.graphdef import GraphDefModel
@@ -180,6 +181,7 @@ class SessionRunner(Runner):
         self.output_names = [o.name for o in gdm.outputs]
         if not self.output_names:
             raise UserError(f"{path}: the graph has no outputs to run", "check that this is the right file")
+        refuse_io_ops(io_nodes(self.graph_def, self.output_names), str(path))
         shapes, self.batch = resolve_shapes(gdm.inputs, batch, overrides, str(path))
         self.shapes = shapes
         graph = tf.Graph()

@@ -10,6 +10,7 @@ from typing import Any
 from tfshrink import _tf
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io, is_mutator
+from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
@@ -101,6 +102,7 @@ class CheckpointModel(SessionModel):
         return reader.get_variable_to_shape_map()
 
     def _build_session(self) -> tuple[Any, Any]:
+        refuse_io_ops(io_nodes(self.meta_graph.graph_def, [o.name for o in self.outputs]), f"{self.path}.meta")
         return self._restore(self.meta_graph)
 
     def _restore(self, meta_graph: Any) -> tuple[Any, Any]:

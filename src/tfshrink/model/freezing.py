@@ -8,10 +8,11 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.errors import UserError
+from tfshrink.errors import UserError, note
 from tfshrink.graph.cond import fold_constant_conds
 from tfshrink.graph.dropout import fold_inactive_dropout
 from tfshrink.graph.inline import fold_constant_ifs
+from tfshrink.graph.io_ops import drop_io_control_inputs
 from tfshrink.graph.ir import Graph, parse_tensor
 from tfshrink.graph.loops import prune_loop_accumulators
 from tfshrink.names import unknown_name_error
@@ -95,7 +96,11 @@ def finish_frozen(graph_def: Any, outputs: list[str]) -> Any:
     clear devices, sort."""
     graph = Graph(graph_def)
     fold_constants(graph)
+    dropped = drop_io_control_inputs(graph)
     graph.prune(parse_tensor(o)[0] for o in outputs)
+    if dropped:
+        note(f"dropped {len(dropped)} op(s) that touch files or processes and that the outputs only "
+             f"waited on: {', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}")
     if prune_loop_accumulators(graph):  # the backward pass that read them is gone
         graph.prune(parse_tensor(o)[0] for o in outputs)
     present = set(graph.names())

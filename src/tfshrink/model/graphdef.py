@@ -9,6 +9,7 @@ from typing import Any
 from tfshrink import _tf
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io
+from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
 from tfshrink.graph.ir import Graph, GraphError, parse_tensor, producer
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
@@ -74,6 +75,8 @@ class GraphDefModel(SessionModel):
                 for n in names]
 
     def _build_session(self) -> tuple[Any, Any]:
+        tables = [n.name for n in self.graph_def.node if n.op.startswith("InitializeTable")]
+        refuse_io_ops(io_nodes(self.graph_def, [o.name for o in self.outputs] + tables), str(self.path))
         tf = _tf.tf()
         graph = tf.Graph()
         with graph.as_default():

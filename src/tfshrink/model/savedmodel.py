@@ -10,9 +10,10 @@ import numpy as np
 
 from tfshrink import _tf
 from tfshrink.errors import UserError, first_line, note
+from tfshrink.graph.io_ops import IO_OPS, io_nodes, refuse_io_ops
 from tfshrink.model.base import FrozenGraph, Model, TensorSpec
 from tfshrink.model.freezing import freeze_function, select_outputs
-from tfshrink.model.savedmodel_v1 import SavedModelV1Model
+from tfshrink.model.savedmodel_v1 import SavedModelV1Model, saved_model_proto
 from tfshrink.names import split_names, unknown_name_error
 
 
@@ -34,7 +35,9 @@ def load_saved_model(path: Path, signature: str | None = None, tags: Sequence[st
     """The SavedModel at `path`: through tf.saved_model.load, or, when that cannot restore it (an
     older Keras export with optimizer state, a TF1 builder export), through the TF1 loader and the
     folder's signature_defs. Only when both fail is the folder called broken, with both reasons."""
-
+    # Loading runs the SavedModel's initializers: look for I/O ops in every graph and function first.
+    for meta in saved_model_proto(path).meta_graphs:
+        refuse_io_ops(io_nodes(meta.graph_def, ops=IO_OPS), str(path))
     try:
         return SavedModelModel(path, signature, tags)
     except LoadFailed as tf2:

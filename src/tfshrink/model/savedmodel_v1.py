@@ -28,17 +28,25 @@ from tfshrink.names import split_names, unknown_name_error
 LOADER = "TF1 loader (tf.compat.v1.saved_model.loader)"
 
 
-def tag_sets(path: Path) -> list[list[str]]:
-    """The tag sets of the MetaGraphs a SavedModel folder holds, in file order."""
+def saved_model_proto(path: Path) -> Any:
+    """The SavedModel protobuf of a SavedModel folder (its MetaGraphs), parsed without loading it."""
+    from google.protobuf import text_format
+
     proto = _tf.saved_model_pb2().SavedModel()
     pb = path / "saved_model.pb"
-    if pb.is_file():
-        proto.ParseFromString(pb.read_bytes())
-    else:
-        from google.protobuf import text_format
+    try:
+        if pb.is_file():
+            proto.ParseFromString(pb.read_bytes())
+        else:
+            text_format.Parse((path / "saved_model.pbtxt").read_text(), proto)
+    except Exception:  # protobuf raises DecodeError / ParseError / UnicodeDecodeError
+        raise UserError(f"{path}: cannot parse saved_model.pb", "the folder is incomplete or corrupt; re-export it") from None
+    return proto
 
-        text_format.Parse((path / "saved_model.pbtxt").read_text(), proto)
-    return [list(m.meta_info_def.tags) for m in proto.meta_graphs]
+
+def tag_sets(path: Path) -> list[list[str]]:
+    """The tag sets of the MetaGraphs a SavedModel folder holds, in file order."""
+    return [list(m.meta_info_def.tags) for m in saved_model_proto(path).meta_graphs]
 
 
 def pick_tags(path: Path, tags: Sequence[str] | None) -> list[str]:
