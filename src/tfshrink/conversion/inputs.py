@@ -12,8 +12,11 @@ import numpy as np
 from tfshrink.data.calibration import InputSpec
 from tfshrink.data.feeds import parse_shape_overrides
 from tfshrink.errors import UserError
+from tfshrink.graph.ir import Graph
+from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model import Model
-from tfshrink.names import resolve_tensors
+from tfshrink.names import resolve_tensors, unknown_name_error
+from tfshrink.tflite.flatbuffer import schema, type_names
 from tfshrink.tflite.preprocess import Preprocess
 
 
@@ -30,8 +33,6 @@ def input_specs(model: Model, frozen: Any, wanted: list[str], overrides: dict[st
                  spec: Preprocess | None, notes: list[str], defaults: dict[str, Any], where: str) -> list[InputSpec]:
     """The converter's inputs with fully known shapes: --input-shape first, then batch 1 and the
     --preprocess size for images; any other unknown dim is a UserError."""
-    from tfshrink.graph.ir import Graph
-    from tfshrink.graph.shapes import tensor_specs
 
     graph = Graph(frozen.graph_def)
     if wanted:
@@ -45,7 +46,6 @@ def input_specs(model: Model, frozen: Any, wanted: list[str], overrides: dict[st
         raise UserError(f"{where}: the model has no inputs to convert", "give --inputs NODE[,NODE]")
     for key in overrides:
         if key not in {n.split(":")[0] for n in names}:
-            from tfshrink.names import unknown_name_error
 
             raise unknown_name_error("input", key, names, where)
     found = tensor_specs(graph, names)
@@ -106,7 +106,6 @@ def quantized_input(spec: Preprocess | None, data: bytes) -> Preprocess | None:
     """Add the quantized input's scale and zero point (and the raw pixel map) to the spec."""
     if spec is None:
         return None
-    from tfshrink.tflite.flatbuffer import schema, type_names
 
     model = schema().Model.GetRootAs(data, 0)
     sub = model.Subgraphs(0)
