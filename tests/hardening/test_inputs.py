@@ -84,3 +84,34 @@ def test_options_that_do_not_apply_are_refused(keras_pb: Path, keras_file: Path,
     code, _, err = run_cli(capsys, "transform", keras_pb, "--in_graph", keras_file, "-o", tmp_path / "t.pb",
                            "--transforms", "strip_unused_nodes")
     assert code == 2 and "two inputs given" in err and not (tmp_path / "t.pb").exists()
+
+
+def test_a_tiny_graph_declaring_gigabytes_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tf = _tf.tf()
+    graph_def = tf.compat.v1.GraphDef()
+    node = graph_def.node.add()
+    node.name, node.op = "bomb", "Const"
+    node.attr["dtype"].type = 1
+    tensor = node.attr["value"].tensor
+    tensor.dtype = 1
+    tensor.tensor_shape.dim.add().size = 10**12
+    tensor.float_val.append(0.0)  # one stored value, broadcast to the declared shape
+    out = graph_def.node.add()
+    out.name, out.op = "out", "Identity"
+    out.input.append("bomb")
+    out.attr["T"].type = 1
+    pb = tmp_path / "bomb.pb"
+    pb.write_bytes(graph_def.SerializeToString())
+    assert pb.stat().st_size < 200
+    for command in (["verify", pb, pb], ["bench", pb, "--runs", "1"], ["inspect", pb]):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 2 and "GiB" in err and "TFSHRINK_MAX_MEMORY" in err, (command, err)
+
+
+def test_a_fifo_is_refused_without_hanging(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    fifo = tmp_path / "f.pb"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(capsys, "inspect", fifo)
+    assert code == 2 and "not a regular file" in err

@@ -8,6 +8,7 @@ from) are kept, so shapes come out the same as a full import would give.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -33,6 +34,36 @@ def const_elements(node: Any) -> int:
     for d in node.attr["value"].tensor.tensor_shape.dim:
         n *= max(int(d.size), 0)
     return n
+
+
+# Bytes per element of the dtypes a Const holds (DataType enum -> size); others count as 8.
+_DTYPE_BYTES = {1: 4, 2: 8, 3: 4, 4: 1, 5: 2, 6: 1, 9: 8, 10: 1, 14: 2, 17: 2, 19: 2, 22: 4, 23: 8}
+
+
+def memory_limit() -> int:
+    """The most bytes of constants tfshrink will let TensorFlow allocate: half of this machine's
+    memory (TFSHRINK_MAX_MEMORY, in bytes, overrides it)."""
+    override = os.environ.get("TFSHRINK_MAX_MEMORY")
+    if override and override.isdigit():
+        return int(override)
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_constants(graph_def: Any, where: str) -> None:
+    """Refuse a graph whose constants declare more memory than the limit. A Const may store one
+    value and declare any shape (TensorFlow fills it in), so a 163-byte file can ask for gigabytes."""
+    declared = 0
+    for node in graph_def.node:
+        if node.op == "Const":
+            declared += const_elements(node) * _DTYPE_BYTES.get(node.attr["value"].tensor.dtype, 8)
+    limit = memory_limit()
+    if declared > limit:
+        raise UserError(f"{where}: its constants declare {declared / 2**30:.1f} GiB, more than the "
+                        f"{limit / 2**30:.1f} GiB tfshrink allows (half this machine's memory)",
+                        "if the model is real, set TFSHRINK_MAX_MEMORY=BYTES")
 
 
 def tensor_specs(graph: Graph, tensors: Sequence[str], shapes: Mapping[str, Sequence[int]] | None = None

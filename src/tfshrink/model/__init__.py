@@ -36,6 +36,8 @@ def _module(fmt: str) -> Any:
 def detect_format(path: str | Path) -> tuple[str, Path]:
     """(format, normalized path) for a model path; a UserError says why when it is none."""
     p = Path(path)
+    if p.exists() and not p.is_dir() and not p.is_file():
+        raise UserError(f"{p}: not a regular file (a FIFO, socket or device)", "give a model file")
     for fmt in FORMAT_MODULES:
         found = _module(fmt).detect(p)
         if found is not None:

@@ -12,7 +12,7 @@ from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io, is_mutator
 from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
 from tfshrink.graph.ir import Graph, parse_tensor
-from tfshrink.graph.shapes import tensor_specs
+from tfshrink.graph.shapes import check_constants, tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
 from tfshrink.model.freezing import finish_frozen, fold_constants, placeholder_names, replace_placeholders
 from tfshrink.model.session import SessionModel, placeholder_spec
@@ -74,6 +74,7 @@ class CheckpointModel(SessionModel):
             raise UserError(f"{meta_path}: cannot parse the .meta graph", "the file is truncated or corrupt") from None
         if not self.meta_graph.graph_def.node:
             raise UserError(f"{meta_path}: the .meta graph holds no nodes", "the file is truncated or corrupt")
+        check_constants(self.meta_graph.graph_def, str(meta_path))
         self.ir = Graph(self.meta_graph.graph_def)
         self.detection: Detection = self._detect()
         if outputs:

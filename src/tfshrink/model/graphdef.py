@@ -11,7 +11,7 @@ from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io
 from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
 from tfshrink.graph.ir import Graph, GraphError, parse_tensor, producer
-from tfshrink.graph.shapes import tensor_specs
+from tfshrink.graph.shapes import check_constants, tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
 from tfshrink.model.freezing import finish_frozen, placeholder_names, replace_placeholders
 from tfshrink.model.session import SessionModel, placeholder_spec
@@ -42,6 +42,7 @@ def read_graph_def(path: Path) -> Any:
         raise UserError(f"{path}: cannot parse as a GraphDef ({type(exc).__name__})", hint) from None
     if not graph_def.node:
         raise UserError(f"{path}: the GraphDef holds no nodes", hint)
+    check_constants(graph_def, str(path))
     names = {n.name for n in graph_def.node}
     for node in graph_def.node:
         for ref in node.input:
