@@ -152,7 +152,8 @@ def _inspect(model: Model) -> InspectResult:
                              variable_parameters=var_params, control_edges=control, variables=variables,
                              optional_inputs=optional, candidates=tuple(c.to_json() for c in det.candidates),
                              labels=tuple(det.labels), outputs_ambiguous=det.ambiguous,
-                             extra={**_fake_quant(model, graph_def), **_io_ops(graph_def)})
+                             extra={**_fake_quant(model, graph_def), **_io_ops(graph_def),
+                                    **_declared_size(consts, common["file_bytes"])})
     if model.format == "savedmodel" and hasattr(model, "meta_graph"):  # read by the TF1 loader
         return _inspect_v1_saved_model(model, common)
     # SavedModel and Keras: the signature function's graph, and the model's variables.
@@ -211,6 +212,16 @@ def _model_graph_def(graph_def: Any) -> Any:
         del copy.input[:]
         copy.input.extend(refs)
     return out
+
+
+def _declared_size(parameters: int, file_bytes: int) -> dict[str, Any]:
+    """{"warnings": [...]} when the constants declare far more than the file holds (a Const may
+    store one value and declare any shape): a sign of a crafted file, not of a real model."""
+    if parameters > 1_000_000 and parameters > 1000 * max(file_bytes, 1):
+        return {"warnings": [f"the constants declare {human_count(parameters)} parameters in a "
+                             f"{file_bytes:,}-byte file: most are one stored value broadcast (a crafted "
+                             "or placeholder model?)"]}
+    return {}
 
 
 def _io_ops(graph_def: Any) -> dict[str, Any]:

@@ -115,3 +115,20 @@ def test_a_fifo_is_refused_without_hanging(tmp_path: Path, capsys: pytest.Captur
     os.mkfifo(fifo)
     code, _, err = run_cli(capsys, "inspect", fifo)
     assert code == 2 and "not a regular file" in err
+
+
+def test_inspect_warns_when_constants_declare_far_more_than_the_file_holds(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tf = _tf.tf()
+    graph_def = tf.compat.v1.GraphDef()
+    node = graph_def.node.add()
+    node.name, node.op = "big", "Const"
+    node.attr["dtype"].type = 1
+    node.attr["value"].tensor.dtype = 1
+    node.attr["value"].tensor.tensor_shape.dim.add().size = 10**8
+    node.attr["value"].tensor.float_val.append(0.0)
+    pb = tmp_path / "big.pb"
+    pb.write_bytes(graph_def.SerializeToString())
+    code, out, err = run_cli(capsys, "inspect", pb)
+    assert code == 0, err
+    assert "warning: the constants declare 100.00M parameters in a" in out

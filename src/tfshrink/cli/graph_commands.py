@@ -129,6 +129,8 @@ def _print_inspect(r: Any) -> None:
     con.print("op types: " + esc(", ".join(f"{op} {n}" for op, n in r.op_types.items())))
     if r.extra.get("fake_quant"):
         _print_fake_quant(con, r.extra["fake_quant"])
+    for warning in r.extra.get("warnings", []):
+        con.print(f"[yellow]warning:[/] {esc(warning)}")
     if r.extra.get("io_ops"):
         ops = ", ".join(f"{o['node']} ({o['op']})" for o in r.extra["io_ops"][:6])
         con.print(f"[red]ops that touch files, the network or processes: {esc(ops)}[/] "
