@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -49,7 +50,29 @@ def check_output(output: str | Path, inputs: Iterable[str | Path], writes: str |
                             f"name it {out.stem}{SUFFIXES[writes][0]}")
     if not out.parent.exists():
         raise UserError(f"{out}: the output folder {out.parent} does not exist", "create it first")
+    _check_writable(out.parent)
     return out
+
+
+MIN_FREE_BYTES = 1 << 20  # less than this free in the output folder: refused before any work
+
+
+def _check_writable(folder: Path) -> None:
+    """Fail before any work, not after it, when `folder` cannot take a new file: read-only, not
+    ours, or (nearly) full."""
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".tfshrink-probe.", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write there ({exc.strerror or type(exc).__name__})",
+                        "choose a folder you can write to") from None
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if free < MIN_FREE_BYTES:
+        raise UserError(f"{folder}: the disk is full ({free:,} bytes free)", "free some space, or write elsewhere")
 
 
 def atomic_write(path: str | Path, data: bytes) -> None:

@@ -132,3 +132,24 @@ def test_inspect_warns_when_constants_declare_far_more_than_the_file_holds(
     code, out, err = run_cli(capsys, "inspect", pb)
     assert code == 0, err
     assert "warning: the constants declare 100.00M parameters in a" in out
+
+
+def test_an_output_folder_that_cannot_be_written_fails_before_any_work(
+        keras_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import tfshrink.fileio as fileio
+
+    def read_only(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(fileio.tempfile, "mkstemp", read_only)
+    code, _, err = run_cli(capsys, "convert", keras_file, "-o", tmp_path / "c.tflite")
+    assert code == 2 and "cannot write there (Read-only file system)" in err
+    monkeypatch.undo()
+
+    class Usage:
+        free = 1000
+
+    monkeypatch.setattr(fileio.shutil, "disk_usage", lambda _: Usage())
+    code, _, err = run_cli(capsys, "freeze", keras_file, "-o", tmp_path / "f.pb")
+    assert code == 2 and "the disk is full (1,000 bytes free)" in err
