@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from tests.test_real_world import run_cli
 
-SETTINGS = settings(max_examples=40, derandomize=True, deadline=None,
+SETTINGS = settings(max_examples=40, derandomize=True, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

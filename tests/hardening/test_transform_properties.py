@@ -53,7 +53,7 @@ def _graph(layers: list[str], seed: int):  # noqa: ANN202
     return graph.as_graph_def()
 
 
-@settings(max_examples=25, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, derandomize=True, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(LAYERS, st.integers(0, 2**16), st.sampled_from([EXACT, OPTIMIZE_SPEC]))
 def test_random_graphs_stay_equivalent(layers: list[str], seed: int, spec: str) -> None:
     graph_def = _graph(layers, seed)

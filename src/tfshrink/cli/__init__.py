@@ -7,6 +7,7 @@ Nothing here imports TensorFlow at module level, so `tfshrink --help` answers at
 from __future__ import annotations
 
 import signal
+import struct
 import sys
 import threading
 import traceback
@@ -73,6 +74,12 @@ def main(argv: list[str] | None = None) -> None:
     except Terminated:
         click.echo("terminated", err=True)
         code = 143
+    except struct.error as exc:  # a binary file read past its end: corrupt input, not a bug of ours
+        if debug:
+            traceback.print_exc()
+        click.echo(f"error: a file is corrupt: {first_line(exc)} (the file is truncated or corrupt; "
+                   "re-export it)", err=True)
+        code = 2
     except Exception as exc:  # an unexpected failure: one line unless --debug
         if debug:
             traceback.print_exc()

@@ -20,7 +20,10 @@ SMALL_CONST_ELEMENTS = 64
 
 
 def dtype_name(enum_value: int) -> str:
-    return _tf.tf().dtypes.as_dtype(enum_value).name
+    try:
+        return _tf.tf().dtypes.as_dtype(enum_value).name
+    except TypeError:  # DT_INVALID (0) or a number no dtype has: a damaged or hand-made graph
+        raise UserError(f"a node has the invalid dtype {enum_value}", "the graph is corrupt; re-export it") from None
 
 
 def attr_shape(shape_proto: Any) -> tuple[int | None, ...] | None:

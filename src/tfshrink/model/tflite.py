@@ -11,7 +11,7 @@ import numpy as np
 
 from tfshrink.errors import UserError, first_line
 from tfshrink.model.base import Model, TensorSpec
-from tfshrink.tflite.flatbuffer import builtin_ops, opcode_names, read, type_names
+from tfshrink.tflite.flatbuffer import builtin_ops, check, opcode_names, read, type_names
 
 QUANTIZED_DTYPES = {np.dtype("int8"), np.dtype("uint8"), np.dtype("int16")}
 
@@ -69,6 +69,7 @@ class TFLiteModel(Model):
         if len(self.model_bytes) < 8 or self.model_bytes[4:8] != b"TFL3":
             raise UserError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)",
                             "the file is truncated or not a .tflite model")
+        check(self.model_bytes, str(path))  # before LiteRT or any reader touches it
         self._options: dict[str, Any] = {"num_threads": num_threads}
         if not xnnpack:
             from ai_edge_litert.interpreter import OpResolverType

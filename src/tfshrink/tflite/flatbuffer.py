@@ -4,10 +4,13 @@ names), and packing an edited model (its object API form) back into bytes."""
 
 from __future__ import annotations
 
+import struct
 from functools import cache
 from typing import Any
 
 import numpy as np
+
+from tfshrink.errors import UserError
 
 
 def schema() -> Any:
@@ -20,6 +23,53 @@ def read(data: bytes) -> Any:
     """The read-only flatbuffer view of a .tflite (schema Model): fields are decoded on access, no
     tensor data is copied. The one place a .tflite is parsed; every reader starts here."""
     return schema().Model.GetRootAs(data, 0)
+
+
+def check(data: bytes, where: str) -> None:
+    """Refuse a .tflite whose flatbuffer cannot be walked whole (an offset past the end, a bad
+    string): reading it field by field later would fail at a random place. The object API form is
+    built once and dropped: every table, vector and string is visited."""
+    try:
+        _check_references(unpack(data))
+    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError, OverflowError, MemoryError,
+            AttributeError):
+        raise UserError(f"{where}: the TFLite flatbuffer is corrupt (an offset, index or name in it is invalid)",
+                        "the file is truncated or corrupt; convert the model again") from None
+
+
+def _check_references(model: Any) -> None:
+    """Every index a table holds points at something that exists (a corrupt index would make a
+    reader follow a random offset later). Raises IndexError otherwise."""
+    buffers = len(model.buffers or [])
+    codes = len(model.operatorCodes or [])
+    for md in model.metadata or []:
+        if not 0 <= md.buffer < buffers:
+            raise IndexError("metadata buffer")
+        text(md.name)  # names are UTF-8: readers decode them
+    for code in model.operatorCodes or []:
+        text(code.customCode)
+    for sub in model.subgraphs or []:
+        tensors = sub.tensors or []
+        for t in tensors:
+            if not 0 <= t.buffer < max(buffers, 1):
+                raise IndexError("tensor buffer")
+            text(t.name)
+        ids = list(sub.inputs if sub.inputs is not None else []) + list(sub.outputs if sub.outputs is not None else [])
+        for op in sub.operators or []:
+            if not 0 <= op.opcodeIndex < codes:
+                raise IndexError("opcode")
+            ids += list(op.inputs if op.inputs is not None else []) + list(op.outputs if op.outputs is not None else [])
+        if any(not -1 <= int(i) < len(tensors) for i in ids):
+            raise IndexError("tensor index")
+    for sig in model.signatureDefs or []:
+        if not 0 <= sig.subgraphIndex < len(model.subgraphs or []):
+            raise IndexError("signature subgraph")
+        tensors = model.subgraphs[sig.subgraphIndex].tensors or []
+        text(sig.signatureKey)
+        for tm in list(sig.inputs or []) + list(sig.outputs or []):
+            if not 0 <= tm.tensorIndex < len(tensors):
+                raise IndexError("signature tensor")
+            text(tm.name)
 
 
 def unpack(data: bytes) -> Any:
