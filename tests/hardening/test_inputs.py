@@ -105,7 +105,11 @@ def test_a_tiny_graph_declaring_gigabytes_is_refused(tmp_path: Path, capsys: pyt
     assert pb.stat().st_size < 200
     for command in (["verify", pb, pb], ["bench", pb, "--runs", "1"], ["inspect", pb]):
         code, _, err = run_cli(capsys, *command)
-        assert code == 2 and "GiB" in err and "TFSHRINK_MAX_MEMORY" in err, (command, err)
+        assert code == 2 and "GiB" in err and "--max-memory" in err, (command, err)
+    code, _, err = run_cli(capsys, "--max-memory", "1K", "inspect", pb.parent / "nothing.pb")
+    assert code == 2 and "no such file" in err  # a valid size; the missing file is the error
+    code, _, err = run_cli(capsys, "--max-memory", "lots", "inspect", pb)
+    assert code == 2 and "'lots' is not a size" in err
 
 
 def test_a_fifo_is_refused_without_hanging(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,9 +43,19 @@ def const_elements(node: Any) -> int:
 _DTYPE_BYTES = {1: 4, 2: 8, 3: 4, 4: 1, 5: 2, 6: 1, 9: 8, 10: 1, 14: 2, 17: 2, 19: 2, 22: 4, 23: 8}
 
 
+_LIMIT: list[int | None] = [None]
+
+
+def set_memory_limit(limit: int | None) -> None:
+    """The most bytes of constants to allow (`tfshrink --max-memory SIZE`); None: the default."""
+    _LIMIT[0] = limit
+
+
 def memory_limit() -> int:
-    """The most bytes of constants tfshrink will let TensorFlow allocate: half of this machine's
-    memory (TFSHRINK_MAX_MEMORY, in bytes, overrides it)."""
+    """The most bytes of constants tfshrink will let TensorFlow allocate: `set_memory_limit`'s, else
+    TFSHRINK_MAX_MEMORY bytes, else half of this machine's memory."""
+    if _LIMIT[0] is not None:
+        return _LIMIT[0]
     override = os.environ.get("TFSHRINK_MAX_MEMORY")
     if override and override.isdigit():
         return int(override)
@@ -65,8 +75,8 @@ def check_constants(graph_def: Any, where: str) -> None:
     limit = memory_limit()
     if declared > limit:
         raise UserError(f"{where}: its constants declare {declared / 2**30:.1f} GiB, more than the "
-                        f"{limit / 2**30:.1f} GiB tfshrink allows (half this machine's memory)",
-                        "if the model is real, set TFSHRINK_MAX_MEMORY=BYTES")
+                        f"{limit / 2**30:.1f} GiB tfshrink allows (--max-memory; default half this machine's memory)",
+                        "if the model is real, pass tfshrink --max-memory SIZE")
 
 
 def tensor_specs(graph: Graph, tensors: Sequence[str], shapes: Mapping[str, Sequence[int]] | None = None
