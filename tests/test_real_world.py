@@ -128,3 +128,18 @@ def test_a_savedmodel_tag_set_can_be_chosen_and_a_wrong_one_is_named(saved_model
         got = model.run(feeds)
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, atol=1e-6)
+
+
+def test_signature_and_tags_pick_the_savedmodel_in_verify_bench_and_compare(
+        saved_model_dir: Path, keras_pb: Path, tflite_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "verify", saved_model_dir, tflite_file, "--signature", "serving_default",
+                           "--tags", "serve", "--samples", "1")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "verify", saved_model_dir, tflite_file, "--signature", "nosuch")
+    assert code == 2 and "nosuch" in err
+    code, _, err = run_cli(capsys, "bench", saved_model_dir, "--signature", "serving_default", "--runs", "1")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "bench", keras_pb, "--signature", "serving_default", "--runs", "1")
+    assert code == 2 and "--signature" in err
+    code, _, err = run_cli(capsys, "compare", keras_pb, tflite_file, "--tags", "serve", "--runs", "1")
+    assert code == 2 and "none of the models is one" in err

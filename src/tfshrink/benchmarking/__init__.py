@@ -181,6 +181,7 @@ def bench(model_path: str | Path, *, runs: int | None = None, min_seconds: float
           warmup: int = DEFAULT_WARMUP, threads: int | None = None, batch: int = 1,
           input_shapes: Mapping[str, Sequence[int]] | None = None, xnnpack: bool = True,
           profile: bool = False, binds: Mapping[str, Any] | Sequence[str] | None = None,
+          signature: str | None = None, tags: str | None = None,
           progress: Progress | None = None) -> BenchResult:
     """Benchmark any supported model; see the module docstring for what is measured and how.
 
@@ -204,7 +205,7 @@ def bench(model_path: str | Path, *, runs: int | None = None, min_seconds: float
         _tf.tf()
     memory = PeakRSS().start()
     runner = open_runner(path, threads=threads, batch=batch, input_shapes=input_shapes, xnnpack=xnnpack,
-                         binds=binds)
+                         binds=binds, signature=signature, tags=tags)
     try:
         return bench_runner(runner, runs=runs, min_seconds=min_seconds, warmup=warmup, profile=profile,
                             progress=progress, memory=memory)

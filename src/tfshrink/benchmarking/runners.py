@@ -28,7 +28,7 @@ from tfshrink.benchmarking.profile import Profile, from_step_stats
 from tfshrink.data.feeds import random_feeds
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
-from tfshrink.model import TensorSpec, detect_format, load
+from tfshrink.model import TensorSpec, detect_format, load, savedmodel_options
 from tfshrink.model.freezing import parse_binds
 from tfshrink.model.graphdef import GraphDefModel
 from tfshrink.model.tflite import TFLiteModel
@@ -153,7 +153,8 @@ class SessionRunner(Runner):
     runtime = "tensorflow"
 
     def __init__(self, path: Path, fmt: str, *, threads: int | None, batch: int,
-                 overrides: Mapping[str, Sequence[int]], binds: Mapping[str, Any] | None = None) -> None:
+                 overrides: Mapping[str, Sequence[int]], binds: Mapping[str, Any] | None = None,
+                 load_options: Mapping[str, Any] | None = None) -> None:
         super().__init__(path, fmt, threads)
         if threads:
             # Without this, every session shares the intra-op pool of the process's first TF device,
@@ -163,7 +164,7 @@ class SessionRunner(Runner):
         self.version = tf.__version__
 
         start = time.perf_counter()
-        model = load(path)
+        model = load(path, **(load_options or {}))
         bind_map = parse_binds(binds)
         if isinstance(model, GraphDefModel) and not bind_map:
             gdm = model
@@ -323,19 +324,21 @@ class LiteRTRunner(Runner):
 
 def open_runner(model_path: str | Path, *, threads: int | None = None, batch: int = 1,
                 input_shapes: Mapping[str, Sequence[int]] | None = None, xnnpack: bool = True,
-                binds: Mapping[str, Any] | Sequence[str] | None = None) -> Runner:
+                binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
+                tags: str | None = None) -> Runner:
     """Load `model_path` (any format) into the runtime that runs it, with random inputs set.
     `binds` (TF formats) replace placeholders by constants before freezing, as `tfshrink freeze
     --bind` does (is_training=false)."""
     fmt, path = detect_format(model_path)
     overrides = dict(input_shapes or {})
+    (options,) = savedmodel_options([path], signature, tags)
     if fmt == "tflite":
         if binds:
             raise UserError(f"{path}: --bind applies to TensorFlow models, not TFLite",
                             "a .tflite model has no placeholders to bind")
         return LiteRTRunner(path, threads=threads, batch=batch, overrides=overrides, xnnpack=xnnpack)
     runner = SessionRunner(path, fmt, threads=threads, batch=batch, overrides=overrides,
-                           binds=binds)  # type: ignore[arg-type]
+                           binds=binds, load_options=options)  # type: ignore[arg-type]
     if not xnnpack:
         runner.notes.append("--no-xnnpack applies to TFLite models only; ignored")
     return runner

@@ -130,3 +130,9 @@ def _measure_options(f: Any) -> Any:
     ]):
         f = option(f)
     return f
+
+
+def _savedmodel_options(f: Any) -> Any:
+    """--signature and --tags: which signature and MetaGraph of a SavedModel to use."""
+    f = click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")(f)
+    return click.option("--signature", help="SavedModel signature (default: serving_default).")(f)

@@ -17,6 +17,7 @@ from tfshrink.cli.common import (
     _op_counts,
     _phase_progress,
     _progress,
+    _savedmodel_options,
     _shape_option,
     _split,
     _warn,
@@ -34,10 +35,11 @@ from tfshrink.cli.help_text import EPILOGS
 @_shape_option
 @click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
               help="Feed a constant to whichever model has this input (is_training=false); repeatable.")
+@_savedmodel_options
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def compare(models: tuple[str, ...], feeds: str | None, samples: int, preprocess: str | None, runs: int,
             no_bench: bool, seed: int, names: str | None, input_shapes: tuple[str, ...], binds: tuple[str, ...],
-            as_json: bool) -> int:
+            signature: str | None, tags: str | None, as_json: bool) -> int:
     """Put models side by side: format, size, latency p50 and agreement with the first (A B [C ...])."""
     # Lazy: the API imports TensorFlow, which `tfshrink --help` must not load.
     from tfshrink.data.feeds import parse_shape_overrides
@@ -47,7 +49,7 @@ def compare(models: tuple[str, ...], feeds: str | None, samples: int, preprocess
         result = compare_models(list(models), names=_split(names), inputs=feeds, preprocess=preprocess,
                                 samples=samples, seed=seed,
                                 runs=runs, bench=not no_bench, shapes=parse_shape_overrides(input_shapes) or None,
-                                binds=list(binds), progress=step)
+                                binds=list(binds), signature=signature, tags=tags, progress=step)
     if as_json:
         _echo_json(result)
         return 0

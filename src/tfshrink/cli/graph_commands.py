@@ -12,6 +12,7 @@ from tfshrink.cli.common import (
     _echo_json,
     _op_counts,
     _progress,
+    _savedmodel_options,
     _shape_option,
     _warn,
 )
@@ -26,8 +27,7 @@ from tfshrink.cli.help_text import EPILOGS
 @click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
               help="Replace a placeholder by a constant, e.g. is_training=false (repeatable).")
 @click.option("--text", is_flag=True, help="Write protobuf text instead of binary.")
-@click.option("--signature", help="SavedModel signature (default: serving_default).")
-@click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")
+@_savedmodel_options
 @click.option("--inputs", "feeds", type=click.Path(), help="Verify on these inputs (.npz keyed by input name).")
 @click.option("--no-verify", is_flag=True, help="Skip running the frozen graph against the source.")
 @click.option("--atol", type=float, default=1e-5, show_default=True)
@@ -67,8 +67,7 @@ def freeze(source: str, output: str, outputs: str | None, binds: tuple[str, ...]
 
 @cli.command(epilog=EPILOGS["inspect"])
 @click.argument("model")
-@click.option("--signature", help="SavedModel signature (default: serving_default).")
-@click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")
+@_savedmodel_options
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def inspect(model: str, signature: str | None, tags: str | None, as_json: bool) -> int:
     """Summarize a model: inputs, outputs, parameters, op types, and a bench command."""
@@ -186,9 +185,11 @@ def _print_tflite_extra(con: Any, extra: dict[str, Any]) -> None:
 @_shape_option
 @click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
               help="Feed a constant to whichever model has this input (is_training=false); repeatable.")
+@_savedmodel_options
 @click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
 def verify(model_a: str, model_b: str, feeds: str | None, preprocess: str | None, samples: int, atol: float,
-           rtol: float, seed: int, input_shapes: tuple[str, ...], binds: tuple[str, ...], as_json: bool) -> int:
+           rtol: float, seed: int, input_shapes: tuple[str, ...], binds: tuple[str, ...], signature: str | None,
+           tags: str | None, as_json: bool) -> int:
     """Run two models of any formats on the same inputs and compare every output."""
     # Lazy: the API imports TensorFlow, which `tfshrink --help` must not load.
     from tfshrink.data.feeds import parse_shape_overrides
@@ -197,7 +198,7 @@ def verify(model_a: str, model_b: str, feeds: str | None, preprocess: str | None
     with _progress("running both models") as step:
         result = run_verify(model_a, model_b, inputs=feeds, samples=samples, atol=atol, rtol=rtol, seed=seed,
                             shapes=parse_shape_overrides(input_shapes), progress=step, preprocess=preprocess,
-                            binds=list(binds))
+                            binds=list(binds), signature=signature, tags=tags)
     _warn(result.warnings)
     if as_json:
         _echo_json(result)

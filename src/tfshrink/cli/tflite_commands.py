@@ -14,6 +14,7 @@ from tfshrink.cli.common import (
     _ms,
     _op_counts,
     _phase_progress,
+    _savedmodel_options,
     _shape_option,
     _warn,
 )
@@ -34,13 +35,14 @@ from tfshrink.conversion.modes import MODES
 @_shape_option
 @click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
               help="TF models: replace a placeholder by a constant, e.g. is_training=false (repeatable).")
+@_savedmodel_options
 @click.option("--no-xnnpack", is_flag=True, help="TFLite: run without LiteRT's default XNNPACK delegate.")
 @click.option("--profile", is_flag=True, help="Per-op times: the top ops and a summary by op type.")
 @click.option("--top", type=click.IntRange(min=1), default=10, show_default=True, help="Ops listed by --profile.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (keys below).")
 def bench(model: str, runs: int | None, min_seconds: float | None, warmup: int, threads: int | None, batch: int,
-          input_shapes: tuple[str, ...], binds: tuple[str, ...], no_xnnpack: bool, profile: bool, top: int,
-          as_json: bool) -> int:
+          input_shapes: tuple[str, ...], binds: tuple[str, ...], signature: str | None, tags: str | None,
+          no_xnnpack: bool, profile: bool, top: int, as_json: bool) -> int:
     """Time a model of any format: latency, throughput, size, memory and FLOPs (benchmark_model on pip)."""
     # Lazy: the API imports TensorFlow, which `tfshrink --help` must not load.
     from tfshrink.benchmarking import bench as run_bench
@@ -52,7 +54,8 @@ def bench(model: str, runs: int | None, min_seconds: float | None, warmup: int, 
     with _late_progress("timing runs") as step:
         result = run_bench(model, runs=runs, min_seconds=min_seconds, warmup=warmup, threads=threads,
                            batch=batch, input_shapes=parse_shape_overrides(input_shapes),
-                           xnnpack=not no_xnnpack, profile=profile, binds=list(binds), progress=step)
+                           xnnpack=not no_xnnpack, profile=profile, binds=list(binds), signature=signature,
+                           tags=tags, progress=step)
     if as_json:
         _echo_json(result)
     else:
@@ -156,8 +159,7 @@ def _print_profile(con: Any, p: Any, top: int) -> None:
 @click.option("--activation-ranges", type=click.Choice(["mse", "minmax"]), default="mse", show_default=True,
               help="int8 activation ranges: mse narrows each calibrated min/max to its least squared int8 error on "
                    "the calibration samples; minmax keeps TFLite's min/max.")
-@click.option("--signature", help="SavedModel signature (default: serving_default).")
-@click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")
+@_savedmodel_options
 @click.option("--bind", "binds", multiple=True, metavar="NAME=VALUE",
               help="Replace a placeholder by a constant before converting (is_training=false); repeatable.")
 @click.option("--no-verify", is_flag=True, help="Skip comparing the result with the source.")

@@ -24,7 +24,8 @@ FORMAT_MODULES = {
 }
 FORMATS = tuple(FORMAT_MODULES)
 
-__all__ = ["FORMATS", "FrozenGraph", "Model", "TensorSpec", "ambiguity_error", "detect_format", "load"]
+__all__ = ["FORMATS", "FrozenGraph", "Model", "TensorSpec", "ambiguity_error", "detect_format", "load",
+           "savedmodel_options"]
 
 
 def _module(fmt: str) -> Any:
@@ -68,6 +69,18 @@ def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[st
                             f"drop {flag}")
     tag_list = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) else tags
     return _module(fmt).open_model(p, signature=signature, outputs=outputs, tags=tag_list or None)
+
+
+def savedmodel_options(paths: Sequence[str | Path], signature: str | None,
+                       tags: Sequence[str] | str | None) -> list[dict[str, Any]]:
+    """The load options for each of `paths`: `signature` and `tags` go to the SavedModels among
+    them (verify and compare take models of several formats). A UserError when they are given but
+    no path is a SavedModel."""
+    kinds = [detect_format(p)[0] for p in paths]
+    if (signature or tags) and "savedmodel" not in kinds:
+        raise UserError("--signature/--tags pick from a SavedModel's signatures; none of the models is one",
+                        "drop --signature and --tags")
+    return [{"signature": signature, "tags": tags} if k == "savedmodel" else {} for k in kinds]
 
 
 def ambiguity_error(model: Model) -> UserError:

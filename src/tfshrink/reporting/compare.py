@@ -22,7 +22,7 @@ from tfshrink.benchmarking import bench as run_bench
 from tfshrink.conversion import read_preprocess
 from tfshrink.errors import UserError
 from tfshrink.fileio import disk_bytes
-from tfshrink.model import detect_format, load
+from tfshrink.model import detect_format, load, savedmodel_options
 from tfshrink.model.freezing import parse_binds
 from tfshrink.verification import SourceView, bound_values, compare, make_feed_list
 
@@ -117,8 +117,8 @@ def compare_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
                    inputs: str | Path | None = None, preprocess: Any = None, samples: int = 3, seed: int = 0,
                    runs: int | None = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, bench: bool = True,
                    shapes: Mapping[str, Sequence[int]] | None = None,
-                   binds: Mapping[str, Any] | Sequence[str] | None = None,
-                   progress: Progress | None = None) -> CompareResult:
+                   binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
+                   tags: str | None = None, progress: Progress | None = None) -> CompareResult:
     """Compare two or more models of any formats with the first one (see the module docstring).
 
     `inputs`: an .npz keyed by the reference's input names, or images (a folder, glob or file; at
@@ -135,21 +135,22 @@ def compare_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
                         "e.g. tfshrink compare model.pb model.tflite")
     return measure_models(paths, names=names, inputs=inputs, preprocess=preprocess, samples=samples,
                           seed=seed, runs=runs, warmup=warmup, bench=bench, shapes=shapes, binds=binds,
-                          progress=progress)
+                          signature=signature, tags=tags, progress=progress)
 
 
 def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None = None,
                    inputs: str | Path | None = None, preprocess: Any = None, samples: int = 3, seed: int = 0,
                    runs: int | None = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, bench: bool = True,
                    shapes: Mapping[str, Sequence[int]] | None = None,
-                   binds: Mapping[str, Any] | Sequence[str] | None = None,
-                   progress: Progress | None = None) -> CompareResult:
+                   binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
+                   tags: str | None = None, progress: Progress | None = None) -> CompareResult:
     """`compare_models` for one model or more: one model is only sized and timed."""
     paths = [str(p) for p in paths]
     if not paths:
         raise UserError("no models given", "give one or more model paths")
     shown = _check_names(names, len(paths)) or default_names(paths)
     formats = [detect_format(p)[0] for p in paths]  # a missing or unknown file fails here, before any work
+    load_options = dict(zip(paths, savedmodel_options(paths, signature, tags), strict=True))
 
     images = inputs is not None and getattr(verification, "is_images", lambda _: False)(inputs)
     if inputs is not None and not images and not Path(inputs).is_file():
@@ -169,7 +170,7 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
     bind_map = parse_binds(binds)
 
     def input_names(path: str) -> set[str]:
-        with load(path) as m:
+        with load(path, **load_options[path]) as m:
             return {s.name.split(":")[0] for s in m.inputs}
 
     def bench_options(path: str) -> dict[str, Any]:
@@ -191,9 +192,9 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
         for i, p in enumerate(paths):
             if progress is not None:
                 progress(f"timing {shown[i]}", i, len(paths))
-            timings[i] = run_bench(p, runs=runs, warmup=warmup, **bench_options(p))
+            timings[i] = run_bench(p, runs=runs, warmup=warmup, **bench_options(p), **load_options[p])
     agreements: list[Any] = [None] * len(paths)
-    reference = load(paths[0]) if len(paths) > 1 else None
+    reference = load(paths[0], **load_options[paths[0]]) if len(paths) > 1 else None
     try:
         reference_view = None if reference is None else view(reference)
         feeds = [] if reference_view is None else make_feed_list(reference_view, inputs=inputs, samples=samples,
@@ -201,7 +202,7 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
         for i, p in enumerate(paths[1:], start=1):
             if progress is not None:
                 progress(f"running {shown[i]} against {shown[0]}", i - 1, len(paths) - 1)
-            other = load(p)
+            other = load(p, **load_options[p])
             try:
                 agreements[i] = compare(reference_view, view(other), feeds, atol=0.0, rtol=0.0)
             finally:

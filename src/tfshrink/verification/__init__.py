@@ -12,7 +12,7 @@ import numpy as np
 from tfshrink.data.calibration import IMAGE_SUFFIXES, InputSpec, image_input, load_calibration
 from tfshrink.data.feeds import concrete_shape, load_feeds, random_feeds
 from tfshrink.errors import UserError
-from tfshrink.model import Model, load
+from tfshrink.model import Model, load, savedmodel_options
 from tfshrink.model.base import TensorSpec
 from tfshrink.model.freezing import parse_bind_value, parse_binds
 from tfshrink.names import unknown_name_error
@@ -281,17 +281,21 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
            samples: int = 3, atol: float = 1e-4, rtol: float = 1e-3, seed: int = 0,
            shapes: Mapping[str, Sequence[int]] | None = None,
            progress: Callable[[int, int], None] | None = None, preprocess: Any = None,
-           binds: Mapping[str, Any] | Sequence[str] | None = None) -> VerifyResult:
+           binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
+           tags: str | None = None) -> VerifyResult:
     """Compare two models of any formats on the same inputs: random and seeded, an .npz, or images
     (a folder, glob or file; at most `samples` of them) turned into inputs by `preprocess` or, when
     it is None, by the preprocessing a .tflite among the two stores (tfshrink convert --preprocess).
     `binds` (NAME=VALUE, or {name: value}) feed a constant to whichever model has that input
-    (is_training=false for a training checkpoint against its frozen graph)."""
+    (is_training=false for a training checkpoint against its frozen graph). `signature` and `tags`
+    pick the signature and MetaGraph of the SavedModel(s) among the two."""
 
     check_tolerances(atol, rtol)
     bind_map = parse_binds(binds)
-    ma = a if isinstance(a, Model) else load(a)
-    mb = b if isinstance(b, Model) else load(b)
+    paths = [m for m in (a, b) if not isinstance(m, Model)]
+    options = iter(savedmodel_options(paths, signature, tags))
+    ma = a if isinstance(a, Model) else load(a, **next(options))
+    mb = b if isinstance(b, Model) else load(b, **next(options))
     try:
         va, vb = ma, mb
         if bind_map:
