@@ -179,7 +179,6 @@ def _inspect(model: Model) -> InspectResult:
 def _inspect_v1_saved_model(model: Model, common: dict[str, Any]) -> InspectResult:
     """A SavedModel the TF1 loader read: its MetaGraph's graph (and functions), its variables."""
 
-    graph, _ = model.session()  # type: ignore[attr-defined]
     graph_def = model.meta_graph.graph_def  # type: ignore[attr-defined]
     nodes, ops, consts, control = graph_stats(graph_def)
     variables = []

@@ -121,11 +121,11 @@ def transform(source: str | Path | Any, output: str | Path | None = None, transf
             raise UserError(f"{src}: a {fmt} model; transform rewrites a frozen GraphDef (.pb/.pbtxt)",
                             f"freeze it first: tfshrink freeze {src} -o model.pb")
     graph_def = source if in_memory else read_graph_def(src)
-    io_free = Graph(graph_def)
-    dropped = drop_io_control_inputs(io_free)
+    source_graph = Graph(graph_def)
+    dropped = drop_io_control_inputs(source_graph)
     if dropped:  # the outputs only waited on them: drop them before anything runs the graph
-        io_free.remove(dropped)
-        graph_def = io_free.to_graph_def()
+        source_graph.remove(dropped)
+        graph_def = source_graph.to_graph_def()
     wanted_in, wanted_out = split_names(inputs), split_names(outputs)
     detected = None
     if not wanted_in or not wanted_out:
@@ -137,7 +137,6 @@ def transform(source: str | Path | Any, output: str | Path | None = None, transf
             detected.close()
             detected = None
     names = Context([], [])  # resolve names first, so the check and the transforms use the same ones
-    source_graph = Graph(graph_def)
     wanted_in = resolve_case(source_graph, wanted_in, names, "input")
     wanted_out = resolve_case(source_graph, wanted_out, names, "output")
     checker = None

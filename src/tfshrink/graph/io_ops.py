@@ -63,10 +63,11 @@ def _called(node: Any) -> list[str]:
 
 
 def io_nodes(graph_def: Any, roots: Iterable[str] | None = None, *,
-             ops: frozenset[str] = IO_OPS | CHECKPOINT_OPS) -> list[tuple[str, str]]:
+             ops: frozenset[str] = IO_OPS | CHECKPOINT_OPS, graph: Graph | None = None) -> list[tuple[str, str]]:
     """(node, op) of every I/O op that running `roots` (node names; all nodes when None) would run,
-    inside the functions they call too (a function's node as "function/node")."""
-    graph = Graph(graph_def)
+    inside the functions they call too (a function's node as "function/node"). `graph`: the IR of
+    `graph_def` when the caller has one already."""
+    graph = graph if graph is not None else Graph(graph_def)
     scope = graph.names() if roots is None else graph.ancestors(parse_tensor(r)[0] for r in roots)
     functions = {f.signature.name: f for f in graph_def.library.function}
     found = []

@@ -103,7 +103,8 @@ class CheckpointModel(SessionModel):
         return reader.get_variable_to_shape_map()
 
     def _build_session(self) -> tuple[Any, Any]:
-        refuse_io_ops(io_nodes(self.meta_graph.graph_def, [o.name for o in self.outputs]), f"{self.path}.meta")
+        refuse_io_ops(io_nodes(self.meta_graph.graph_def, [o.name for o in self.outputs], graph=self.ir),
+                      f"{self.path}.meta")
         return self._restore(self.meta_graph)
 
     def _restore(self, meta_graph: Any) -> tuple[Any, Any]:

@@ -86,6 +86,15 @@ def fold_constants(graph: Graph) -> None:
     fold_inactive_dropout(graph)
 
 
+def drop_io_ops(graph: Graph) -> None:
+    """Drop the control edges from ops that touch files or processes (the outputs only wait on
+    them), in place, and say so."""
+    dropped = drop_io_control_inputs(graph)
+    if dropped:
+        note(f"dropped {len(dropped)} op(s) that touch files or processes and that the outputs only "
+             f"waited on: {', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}")
+
+
 def placeholder_names(graph_def: Any) -> list[str]:
     """The inputs a frozen graph still takes."""
     return [n.name for n in graph_def.node if n.op in ("Placeholder", "PlaceholderWithDefault")]
@@ -96,11 +105,8 @@ def finish_frozen(graph_def: Any, outputs: list[str]) -> Any:
     clear devices, sort."""
     graph = Graph(graph_def)
     fold_constants(graph)
-    dropped = drop_io_control_inputs(graph)
+    drop_io_ops(graph)
     graph.prune(parse_tensor(o)[0] for o in outputs)
-    if dropped:
-        note(f"dropped {len(dropped)} op(s) that touch files or processes and that the outputs only "
-             f"waited on: {', '.join(dropped[:4])}{' ...' if len(dropped) > 4 else ''}")
     if prune_loop_accumulators(graph):  # the backward pass that read them is gone
         graph.prune(parse_tensor(o)[0] for o in outputs)
     present = set(graph.names())

@@ -13,7 +13,7 @@ from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
 from tfshrink.graph.ir import Graph, GraphError, parse_tensor, producer
 from tfshrink.graph.shapes import check_constants, tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
-from tfshrink.model.freezing import finish_frozen, placeholder_names, replace_placeholders
+from tfshrink.model.freezing import drop_io_ops, finish_frozen, placeholder_names, replace_placeholders
 from tfshrink.model.session import SessionModel, placeholder_spec
 from tfshrink.names import resolve_tensors
 
@@ -77,7 +77,7 @@ class GraphDefModel(SessionModel):
 
     def _build_session(self) -> tuple[Any, Any]:
         tables = [n.name for n in self.graph_def.node if n.op.startswith("InitializeTable")]
-        refuse_io_ops(io_nodes(self.graph_def, [o.name for o in self.outputs] + tables), str(self.path))
+        refuse_io_ops(io_nodes(self.graph_def, [o.name for o in self.outputs] + tables, graph=self.ir), str(self.path))
         tf = _tf.tf()
         graph = tf.Graph()
         with graph.as_default():
@@ -99,6 +99,9 @@ class GraphDefModel(SessionModel):
                binds: Mapping[str, Any] | None = None) -> FrozenGraph:
         names = resolve_tensors(outputs, self.ir.names(), str(self.path)) if outputs else \
             [o.name for o in self.outputs]
+        # The freeze drops them, and the source it is checked against must not run them either:
+        # drop them here, from this model's own graph (its IR and GraphDef share the nodes).
+        drop_io_ops(self.ir)
         graph_def = replace_placeholders(self.graph_def, binds or {}, str(self.path))
         frozen = finish_frozen(graph_def, names)
         return FrozenGraph(frozen, placeholder_names(frozen), names, detected=not outputs)
