@@ -1,4 +1,4 @@
-"""tfshrink: freeze, inspect, verify (and soon transform, convert, bench) TensorFlow models.
+"""tfshrink: freeze, inspect, transform, convert, verify and bench TensorFlow models.
 
 The public API mirrors the CLI and returns result objects; TensorFlow is imported on first use.
 """
@@ -11,7 +11,7 @@ from tfshrink.errors import CheckFailed, TfshrinkError, UserError
 
 __version__ = "0.1.0"
 __all__ = ["CheckFailed", "TfshrinkError", "UserError", "bench", "compare_models", "convert", "freeze", "inspect",
-           "load", "report", "run_recipe", "transform", "verify", "view"]
+           "load", "qat_keras", "report", "run_recipe", "transform", "verify", "view"]
 
 if TYPE_CHECKING:
     from tfshrink.benchmarking import bench
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from tfshrink.freezer import freeze
     from tfshrink.inspection import inspect
     from tfshrink.model import load
+    from tfshrink.qat.train import qat_keras
     from tfshrink.recipe import run_recipe
     from tfshrink.reporting.compare import compare_models
     from tfshrink.reporting.html import report
@@ -26,15 +27,11 @@ if TYPE_CHECKING:
     from tfshrink.transformer import transform
     from tfshrink.verification import verify
 
-_LAZY = {"bench": "tfshrink.benchmarking", "convert": "tfshrink.conversion", "freeze": "tfshrink.freezer",
-         "inspect": "tfshrink.inspection", "load": "tfshrink.model", "transform": "tfshrink.transformer",
-         "verify": "tfshrink.verification", "compare_models": "tfshrink.reporting.compare",
-         "report": "tfshrink.reporting.html", "view": "tfshrink.reporting.view", "run_recipe": "tfshrink.recipe"}
-
-
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
+    # Lazy: the API functions import TensorFlow, which `import tfshrink` must not load. The map is
+    # built from the command declarations (tfshrink.commands), which import no TensorFlow.
+    from tfshrink.commands import API_FUNCTIONS, resolve
 
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in API_FUNCTIONS:
+        return resolve(API_FUNCTIONS[name])
     raise AttributeError(f"module 'tfshrink' has no attribute {name!r}")

@@ -165,6 +165,8 @@ def latency_stats(samples_ns: Sequence[int]) -> dict[str, float]:
 
 
 def _check(runs: int | None, min_seconds: float | None, warmup: int, threads: int | None, batch: int) -> None:
+    if runs is not None and min_seconds is not None:
+        raise UserError("give --runs or --min-seconds, not both", "--runs N for a count, --min-seconds S for a time")
     if runs is not None and runs < 1:
         raise UserError(f"runs must be at least 1, not {runs}", "e.g. --runs 100")
     if min_seconds is not None and not min_seconds > 0:

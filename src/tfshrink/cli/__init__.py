@@ -14,12 +14,17 @@ import traceback
 
 import click
 
-# The commands attach themselves to the group when their modules are imported.
-from tfshrink.cli import flow_commands, graph_commands, tflite_commands  # noqa: F401
+from tfshrink.cli.build import click_command
 from tfshrink.cli.group import cli
+from tfshrink.cli.handlers import HANDLERS
+from tfshrink.cli.help_text import EPILOGS
+from tfshrink.commands import COMMANDS
 from tfshrink.errors import NOTE_SINKS, TfshrinkError, first_line
 
 __all__ = ["cli", "main"]
+
+for _command in COMMANDS.values():
+    cli.add_command(click_command(_command, EPILOGS.get(_command.name), HANDLERS.get(_command.name)))
 
 
 def _show_notes() -> None:

@@ -16,7 +16,7 @@ from tfshrink.graph.ir import Graph
 from tfshrink.graph.shapes import tensor_specs
 from tfshrink.model import Model
 from tfshrink.names import resolve_tensors, unknown_name_error
-from tfshrink.tflite.flatbuffer import schema, type_names
+from tfshrink.tflite.flatbuffer import read, type_names
 from tfshrink.tflite.preprocess import Preprocess
 
 
@@ -107,7 +107,7 @@ def quantized_input(spec: Preprocess | None, data: bytes) -> Preprocess | None:
     if spec is None:
         return None
 
-    model = schema().Model.GetRootAs(data, 0)
+    model = read(data)
     sub = model.Subgraphs(0)
     for i in range(sub.InputsLength()):
         tensor = sub.Tensors(sub.Inputs(i))

@@ -11,11 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from tfshrink import __version__
-from tfshrink.benchmarking import bench
-from tfshrink.conversion import convert
+from tfshrink.commands import COMMANDS
 from tfshrink.errors import CheckFailed, TfshrinkError, UserError
 from tfshrink.fileio import atomic_write
-from tfshrink.freezer import freeze
 from tfshrink.recipe.cache import (
     CACHE_DIR,
     cache_key,
@@ -27,9 +25,6 @@ from tfshrink.recipe.cache import (
 from tfshrink.recipe.parse import Recipe, Ref, Step, load_recipe
 from tfshrink.recipe.schema import KINDS, kind_options
 from tfshrink.reporting.compare import default_names
-from tfshrink.reporting.html import report
-from tfshrink.transformer import transform
-from tfshrink.verification import verify
 
 __all__ = ["SUMMARY", "RunResult", "StepRecord", "run_recipe"]
 
@@ -215,66 +210,22 @@ class _Runner:
         record.duration_s = time.perf_counter() - t0
 
     def execute(self, step: Step, output: Path) -> tuple[dict[str, Any], bool]:
-        """Run one step's API call; returns its key numbers and whether its check passed."""
+        """Run one step's API call, as its command declares it; returns the figures the summary
+        records and whether its check passed."""
+        command = COMMANDS[step.kind]
+        kind = command.recipe
+        assert kind is not None
         kw = self.api_kwargs(step)
-        kind = step.kind
-        if kind == "freeze":
-
-            source = kw.pop("source")
-            r = freeze(source, output, **kw)
-            v = r.verification
-            return {"nodes": r.nodes, "bytes": r.bytes, "inputs": list(r.inputs), "outputs": list(r.outputs),
-                    "max_abs_error": None if v is None else v.max_abs}, True
-        if kind == "transform":
-
-            source = kw.pop("source")
-            r = transform(source, output, **kw)
-            return {"nodes_before": r.nodes_before, "nodes_after": r.nodes_after,
-                    "bytes_before": r.bytes_before, "bytes_after": r.bytes_after,
-                    "max_abs_error": r.max_abs_error, "warnings": list(r.warnings)}, True
-        if kind == "convert":
-
-            source = kw.pop("source")
-            r = convert(source, output, **kw)
-            numbers: dict[str, Any] = {"quantize": r.quantize, "bytes": r.bytes,
-                                       "source_bytes": r.source_bytes}
-            numbers.update(_agreement(r.verification))
-            layers = getattr(r, "layers", ())
-            if layers:
-                numbers["layers_flagged"] = [x.layer for x in layers if x.flagged]
-            if step.options.get("report"):
-                numbers["report"] = step.options["report"]
-            numbers["warnings"] = list(r.warnings)
-            return numbers, True
-        if kind == "verify":
-
-            r = verify(kw.pop("a"), kw.pop("b"), **kw)
+        if step.kind == "report" and "names" not in kw:
+            kw["names"] = _report_names(step.options["models"])
+        kw["output"] = output  # the runner names each artifact; JSON-writing kinds write it below
+        args = [kw.pop(name) for name in kind.positional]
+        kw.pop("output", None)
+        r = command.function()(*args, **kw)
+        if kind.writes_json:
             atomic_write(output, (json.dumps(r.to_json(), indent=2) + "\n").encode())
-            return {"passed": r.passed, **_agreement(r)}, r.passed
-        if kind == "bench":
-
-            r = bench(kw.pop("model_path"), **kw)
-            atomic_write(output, (json.dumps(r.to_json(), indent=2) + "\n").encode())
-            return {"latency_ms": {k: round(v, 4) for k, v in r.latency_ms.items()}, "runs": r.runs,
-                    "throughput_per_s": round(r.throughput_per_s, 2), "model_bytes": r.model_bytes,
-                    "flops": r.flops.flops, "runtime": r.runtime}, True
-        if kind == "report":
-
-            if "names" not in kw:
-                kw["names"] = _report_names(step.options["models"])
-            r = report(kw.pop("models"), output, **kw)
-            return {"bytes": r.bytes, "models": list(r.names),
-                    "latency_p50_ms": {m.name: m.latency_p50_ms for m in r.comparison.models},
-                    "model_bytes": {m.name: m.bytes for m in r.comparison.models}}, True
-        raise UserError(f"unknown step kind {kind!r}")  # pragma: no cover - validated before
-
-
-def _agreement(v: Any) -> dict[str, Any]:
-    if v is None:
-        return {"cosine": None, "max_abs_error": None, "top1_agreement": None}
-    top1 = [o.top1 for o in v.outputs if o.top1 is not None]
-    return {"cosine": min((o.cosine for o in v.outputs), default=1.0), "max_abs_error": v.max_abs,
-            "top1_agreement": min(top1) if top1 else None}
+        passed = True if command.check is None else bool(getattr(r, command.check))
+        return kind.figures(r, step.options), passed
 
 
 def _report_names(models: list[Any]) -> list[str]:

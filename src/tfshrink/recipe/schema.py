@@ -1,5 +1,5 @@
 """What each recipe step kind takes: its options (the CLI's and the API's names), their types, and
-which API keyword each becomes."""
+which API keyword each becomes; built from the command declarations (tfshrink.commands)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfshrink.conversion.modes import MODES
+from tfshrink.commands import COMMANDS, Command
 
 __all__ = ["KINDS", "KindSpec", "Opt", "kind_options"]
 
@@ -45,52 +45,26 @@ class KindSpec:
     aliases: Mapping[str, str] = field(default_factory=dict)
 
 
-_CHECK = {"atol": Opt("float"), "rtol": Opt("float"), "samples": Opt("int"), "seed": Opt("int")}
-_SHAPES = {"input_shapes": Opt("shapes", api="shapes")}
-_ALIASES = {"input_shape": "input_shapes", "bind": "binds"}
+def _kind(command: Command) -> KindSpec:
+    """A command's recipe step kind, from its declaration: every option a recipe takes, under the
+    recipe's spelling, plus the other half of each on/off pair (no_verify also as verify)."""
+    assert command.recipe is not None
+    options: dict[str, Opt] = {}
+    for o in command.options:
+        name = o.recipe_name
+        if name is None:
+            continue
+        options[name] = Opt(o.kind, api=o.api_name if o.api_name != name else None,
+                            required=o.positional and o.kind in ("model", "models"), invert=o.invert,
+                            choices=o.choices, literals=o.literals)
+        if o.invert and o.api_name not in options:  # no_verify = true, or verify = false
+            options[o.api_name] = Opt("bool")
+        if o.secondary:  # check = false, or no_check = true
+            options["no_" + name] = Opt("bool", api=o.api_name, invert=True)
+    return KindSpec(options, command.recipe.ext, command.recipe.model, command.recipe.aliases)
 
-KINDS: dict[str, KindSpec] = {
-    "freeze": KindSpec({
-        "input": Opt("model", api="source", required=True), "outputs": Opt("names"), "binds": Opt("binds"),
-        "text": Opt("bool"), "signature": Opt("str"), "tags": Opt("str"), "inputs": Opt("path"), "verify": Opt("bool"),
-        "no_verify": Opt("bool", api="verify", invert=True), **_CHECK, **_SHAPES,
-    }, ".pb", "graphdef", _ALIASES),
-    "transform": KindSpec({
-        "input": Opt("model", api="source", required=True), "transforms": Opt("str"), "inputs": Opt("names"),
-        "outputs": Opt("names"), "text": Opt("bool"), "optimize": Opt("bool"), "check": Opt("bool"),
-        "no_check": Opt("bool", api="check", invert=True), "check_each": Opt("bool"),
-        "samples": Opt("int"), "atol": Opt("float"), "rtol": Opt("float"), **_SHAPES,
-    }, ".pb", "graphdef", _ALIASES),
-    "convert": KindSpec({
-        "input": Opt("model", api="source", required=True),
-        "quantize": Opt("choice", choices=MODES),
-        "calibration": Opt("path", literals=("random",)), "calibration_samples": Opt("int"),
-        "preprocess": Opt("str"),
-        "input_type": Opt("choice", choices=("float32", "int8", "uint8", "int16")),
-        "output_type": Opt("choice", choices=("float32", "int8", "uint8", "int16")),
-        "input_shapes": Opt("shapes"), "inputs": Opt("names"), "outputs": Opt("names"),
-        "allow_custom_ops": Opt("bool"), "select_tf_ops": Opt("bool"), "keep_float": Opt("names"),
-        "signature": Opt("str"), "tags": Opt("str"), "verify": Opt("bool"), "no_verify": Opt("bool", api="verify", invert=True),
-        "verify_samples": Opt("int"), "seed": Opt("int"),
-        "report": Opt("outdir"),  # per-layer int8 error: true (NAME-report/) or a folder in the out folder
-    }, ".tflite", "tflite", _ALIASES),
-    "verify": KindSpec({
-        "a": Opt("model", required=True), "b": Opt("model", required=True), "inputs": Opt("path"),
-        **_CHECK, **_SHAPES,
-    }, ".json", None, _ALIASES),
-    "bench": KindSpec({
-        "input": Opt("model", api="model_path", required=True), "runs": Opt("int"),
-        "min_seconds": Opt("float"),
-        "warmup": Opt("int"), "threads": Opt("int"), "batch": Opt("int"),
-        "input_shapes": Opt("shapes"), "binds": Opt("binds"), "xnnpack": Opt("bool"),
-        "no_xnnpack": Opt("bool", api="xnnpack", invert=True), "profile": Opt("bool"),
-    }, ".json", None, _ALIASES),
-    "report": KindSpec({
-        "models": Opt("models", required=True), "names": Opt("names"), "quant_errors": Opt("path"),
-        "inputs": Opt("path"), "samples": Opt("int"), "seed": Opt("int"), "runs": Opt("int"),
-        "bench": Opt("bool"), "title": Opt("str"), **_SHAPES,
-    }, ".html", None, _ALIASES),
-}
+
+KINDS: dict[str, KindSpec] = {name: _kind(c) for name, c in COMMANDS.items() if c.recipe is not None}
 
 # Options every step has (not passed to the API).
 COMMON = ("kind", "name")
@@ -106,21 +80,14 @@ def _type_of_default(value: Any) -> str:
     return "any"
 
 
-# The API function behind each kind; keyword arguments it has beyond the listed options are accepted
-# too (typed by their defaults), so a recipe takes what the API takes.
-API = {"freeze": ("tfshrink.freezer", "freeze"), "transform": ("tfshrink.transformer", "transform"),
-       "convert": ("tfshrink.conversion", "convert"), "verify": ("tfshrink.verification", "verify"),
-       "bench": ("tfshrink.benchmarking", "bench"), "report": ("tfshrink.reporting.html", "report")}
+# API keywords a recipe never sets: the runner passes its own.
 _NOT_OPTIONS = ("progress", "on_step")
 
 
 def kind_options(kind: str) -> dict[str, Opt]:
     """The options of `kind`: the listed ones, and any other keyword-only argument of its API function."""
     options = dict(KINDS[kind].options)
-    module, name = API[kind]
-    import importlib
-
-    function = getattr(importlib.import_module(module), name)
+    function = COMMANDS[kind].function()
     taken = {o.api_name(n) for n, o in options.items()}
     for param_name, param in inspect.signature(function).parameters.items():
         if param.kind != param.KEYWORD_ONLY or param_name in taken or param_name in _NOT_OPTIONS:
