@@ -11,36 +11,36 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 _LABEL = re.compile(r"^\S+ = ([^\s(]+)\(")
 
 
 @dataclass(frozen=True)
-class OpTime:
-    """One node: its mean time per run in ms and its share of the summed node time."""
+class _Time:
+    """Time spent in an op type, or in one node of it: mean ms per run and share of the summed node time."""
 
-    name: str
     op_type: str
     ms: float
     share: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "op_type": self.op_type, "ms": self.ms, "share": self.share}
+        return asdict(self)
 
 
 @dataclass(frozen=True)
-class TypeTime:
-    """One op type: the summed mean time of its nodes, their share and count."""
+class OpTime(_Time):
+    """One node (`name`)."""
 
-    op_type: str
-    ms: float
-    share: float
-    nodes: int
+    name: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        return {"op_type": self.op_type, "ms": self.ms, "share": self.share, "nodes": self.nodes}
+
+@dataclass(frozen=True)
+class TypeTime(_Time):
+    """One op type, summed over its `nodes`."""
+
+    nodes: int = 0
 
 
 @dataclass
@@ -87,7 +87,7 @@ def from_step_stats(step_stats: Iterable[Any], op_types: Mapping[str, str]) -> P
     if not runs:
         return Profile(available=False, note="no traced runs")
     grand = sum(total_ns.values()) or 1
-    ops = sorted((OpTime(n, types[n], t / runs / 1e6, t / grand) for n, t in total_ns.items()),
+    ops = sorted((OpTime(types[n], t / runs / 1e6, t / grand, name=n) for n, t in total_ns.items()),
                  key=lambda o: -o.ms)
     by_type: dict[str, list[float]] = {}
     for o in ops:
@@ -95,5 +95,5 @@ def from_step_stats(step_stats: Iterable[Any], op_types: Mapping[str, str]) -> P
         acc[0] += o.ms
         acc[1] += o.share
         acc[2] += 1
-    summary = sorted((TypeTime(k, v[0], v[1], int(v[2])) for k, v in by_type.items()), key=lambda t: -t.ms)
+    summary = sorted((TypeTime(k, v[0], v[1], nodes=int(v[2])) for k, v in by_type.items()), key=lambda t: -t.ms)
     return Profile(available=True, runs=runs, ops=ops, by_type=summary)

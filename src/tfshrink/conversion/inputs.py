@@ -7,10 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from tfshrink.data.calibration import InputSpec
 from tfshrink.data.feeds import parse_shape_overrides
+from tfshrink.data.shapes import fill_shapes
 from tfshrink.errors import UserError
 from tfshrink.graph.ir import Graph
 from tfshrink.graph.shapes import tensor_specs
@@ -50,56 +49,19 @@ def input_specs(model: Model, frozen: Any, wanted: list[str], overrides: dict[st
             raise unknown_name_error("input", key, names, where)
     found = tensor_specs(graph, names)
     by_name = {s.name: s for s in model.inputs}
-    out = []
-    batch_fixed = {}
+    described = []
     for name in names:
         dtype, shape = found[name]
         if dtype == "unknown" and name in by_name:
             dtype, shape = by_name[name].dtype, by_name[name].shape
-        override = overrides.get(name.split(":")[0])
-        if override is not None:
-            if shape is not None and len(shape) != len(override):
-                raise UserError(f"--input-shape {name}={','.join(map(str, override))} has rank {len(override)}, "
-                                f"the input has rank {len(shape)} {_shape_text(shape)}", "give every dim")
-            if shape is not None and any(k is not None and k != d for k, d in zip(shape, override, strict=True)):
-                raise UserError(f"--input-shape {name}={','.join(map(str, override))} contradicts its known shape "
-                                f"{_shape_text(shape)}", "only unknown dims (?) can be set")
-            out.append(InputSpec(name, _np_dtype(dtype, name, where), tuple(override)))
-            continue
-        if shape is None:
-            raise UserError(f"{where}: input {name!r} has unknown rank", f"give its shape with --input-shape {name}=1,...")
-        dims = list(shape)
-        if dims and dims[0] is None:
-            dims[0] = 1
-            batch_fixed[name] = 1
-        if spec is not None and spec.size and len(dims) == 4 and (spec.input in (None, name)):
-            for axis, size in ((1, spec.size[1]), (2, spec.size[0])):
-                if dims[axis] is None:
-                    dims[axis] = size
-        if any(d is None for d in dims):
-            example = ",".join("1" if i == 0 else ("N" if d is None else str(d)) for i, d in enumerate(dims))
-            raise UserError(f"{where}: input {name!r} has unknown dims {_shape_text(shape)}",
-                            f"fix them with --input-shape {name}={example}")
-        out.append(InputSpec(name, _np_dtype(dtype, name, where), tuple(int(d) for d in dims)))
+        described.append((name, dtype, shape))
+    size = spec.size if spec is not None and spec.size else None
+    out, batch_fixed = fill_shapes(described, overrides, where, size, None if spec is None else spec.input)
     if batch_fixed:
-        defaults["batch"] = batch_fixed
+        defaults["batch"] = dict.fromkeys(batch_fixed, 1)
         notes.append(f"batch size fixed to 1 for {', '.join(batch_fixed)} (it was unknown); "
                      "give --input-shape NAME=N,... for another")
     return out
-
-
-def _shape_text(shape: Sequence[int | None] | None) -> str:
-    if shape is None:
-        return "<unknown>"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
-
-
-def _np_dtype(dtype: str, name: str, where: str) -> str:
-    try:
-        return np.dtype(dtype).name
-    except TypeError:
-        raise UserError(f"{where}: input {name!r} is {dtype}, which TFLite inputs cannot take from numpy",
-                        "convert between numeric tensors (--inputs)") from None
 
 
 def quantized_input(spec: Preprocess | None, data: bytes) -> Preprocess | None:

@@ -8,7 +8,7 @@ graph only through these methods, so no pass can leave a dangling edge or a stal
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator
 from typing import Any
 
 from tfshrink.names import parse_tensor, producer, tensor_name
@@ -87,6 +87,14 @@ class Graph:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(list(self._nodes.values()))
+
+    def live(self, ops: Container[str], skip: Container[str] = ()) -> Iterator[Any]:
+        """The nodes whose op is in `ops` (a snapshot, in the graph's order), each yielded only if
+        it is still in the graph when its turn comes (a pass may remove later ones) and its name
+        is not in `skip` (the outputs a pass must keep)."""
+        for node in list(self._nodes.values()):
+            if node.op in ops and node.name in self._nodes and node.name not in skip:
+                yield node
 
     def names(self) -> list[str]:
         return list(self._nodes)

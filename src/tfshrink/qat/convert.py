@@ -40,7 +40,7 @@ from tfshrink.conversion.fake_quant import (
     range_feeds,
     unquantized_outputs,
 )
-from tfshrink.data.calibration import InputSpec
+from tfshrink.data.shapes import fill_shapes
 from tfshrink.errors import UserError
 from tfshrink.fileio import atomic_write, check_output
 from tfshrink.graph.fake_quant import (
@@ -183,26 +183,7 @@ def _input_specs(graph_def: Any, placeholders: Sequence[str], wanted: list[str],
     if not names:
         raise UserError(f"{where}: the model has no inputs to convert", "give inputs=[...]")
     found = tensor_specs(graph, names)
-    specs = []
-    fixed = []
-    for name in names:
-        dtype, shape = found[name]
-        override = overrides.get(name) or overrides.get(name.split(":")[0])
-        if override is not None:
-            specs.append(InputSpec(name, dtype, tuple(int(d) for d in override)))
-            continue
-        if shape is None:
-            raise UserError(f"{where}: input {name!r} has unknown rank", f"give input_shapes={{{name!r}: [1, ...]}}")
-        dims = list(shape)
-        if dims and dims[0] is None:
-            # Batch 1, as `tfshrink convert` does: with an unknown batch a Flatten/Reshape keeps
-            # SHAPE / STRIDED_SLICE / PACK ops on int32 shapes in the model.
-            dims[0] = 1
-            fixed.append(name)
-        if any(d is None for d in dims):
-            raise UserError(f"{where}: input {name!r} has unknown dims {list(shape)}",
-                            f"give input_shapes={{{name!r}: [...]}} (or --input-shape {name}=...)")
-        specs.append(InputSpec(name, dtype, tuple(int(d) for d in dims)))
+    specs, fixed = fill_shapes([(n, *found[n]) for n in names], overrides, where)
     if fixed:
         notes.append(f"batch size fixed to 1 for {', '.join(fixed)} (it was unknown); give input_shapes for another")
     return specs

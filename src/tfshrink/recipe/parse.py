@@ -182,6 +182,9 @@ _TYPE_TEXT = {"str": "a string", "bool": "true or false", "int": "an integer", "
               "choice": "one of", "any": "a value"}
 
 
+_PARSERS = {"names": _as_names, "shapes": _as_shapes, "binds": _as_binds}
+
+
 class _Validator:
     def __init__(self, path: Path, display: str, lines: _Lines):
         self.base = path.parent
@@ -264,21 +267,11 @@ class _Validator:
                 raise self.err.at(line, f"{where}: {name} {value!r} is not one of {', '.join(opt.choices)}",
                                   close or None)
             return value.lower()
-        if t == "names":
-            names = _as_names(value)
-            if names is None:
+        if t in _PARSERS:  # names, shapes, binds: None when the value is neither spelling
+            parsed = _PARSERS[t](value)
+            if parsed is None:
                 raise bad
-            return names
-        if t == "shapes":
-            shapes = _as_shapes(value)
-            if shapes is None:
-                raise bad
-            return shapes
-        if t == "binds":
-            binds = _as_binds(value)
-            if binds is None:
-                raise bad
-            return binds
+            return parsed
         if t == "model":
             if not isinstance(value, str):
                 raise bad

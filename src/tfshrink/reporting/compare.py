@@ -113,29 +113,14 @@ def _check_names(names: Sequence[str] | None, count: int) -> list[str] | None:
     return names
 
 
-def compare_models(paths: Sequence[str | Path], *, names: Sequence[str] | None = None,
-                   inputs: str | Path | None = None, preprocess: Any = None, samples: int = 3, seed: int = 0,
-                   runs: int | None = DEFAULT_RUNS, warmup: int = DEFAULT_WARMUP, bench: bool = True,
-                   shapes: Mapping[str, Sequence[int]] | None = None,
-                   binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
-                   tags: str | None = None, progress: Progress | None = None) -> CompareResult:
-    """Compare two or more models of any formats with the first one (see the module docstring).
-
-    `inputs`: an .npz keyed by the reference's input names, or images (a folder, glob or file; at
-    most `samples`) made into inputs by `preprocess` (a SPEC such as "size=48x48,mean=127.5,std=128";
-    default: the one a .tflite among the models stores); default: `samples` seeded random sets.
-    `runs`/`warmup`: timed and untimed runs per model (`bench=False` skips the timing).
-    `shapes` ({name: dims}) fix unknown input dims. `binds` (NAME=VALUE) feed a constant to every
-    model that has that input (a training checkpoint's is_training). `progress(phase, done, total)`
-    follows the work.
-    Raises UserError (before loading anything) for fewer than two models or a missing file.
-    """
+def compare_models(paths: Sequence[str | Path], **options: Any) -> CompareResult:
+    """Compare two or more models of any formats with the first one: `measure_models`, whose
+    keywords it takes (inputs, samples, runs, bench, shapes, binds...). Raises UserError (before
+    loading anything) for fewer than two models or a missing file."""
     if len(paths) < 2:
         raise UserError(f"compare needs at least two models, got {len(paths)}",
                         "e.g. tfshrink compare model.pb model.tflite")
-    return measure_models(paths, names=names, inputs=inputs, preprocess=preprocess, samples=samples,
-                          seed=seed, runs=runs, warmup=warmup, bench=bench, shapes=shapes, binds=binds,
-                          signature=signature, tags=tags, progress=progress)
+    return measure_models(paths, **options)
 
 
 def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None = None,
@@ -144,7 +129,18 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
                    shapes: Mapping[str, Sequence[int]] | None = None,
                    binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
                    tags: str | None = None, progress: Progress | None = None) -> CompareResult:
-    """`compare_models` for one model or more: one model is only sized and timed."""
+    """Size and time one model or more, and compare the others with the first (see the module
+    docstring); `compare_models` is this for two or more.
+
+    `inputs`: an .npz keyed by the reference's input names, or images (a folder, glob or file; at
+    most `samples`) made into inputs by `preprocess` (a SPEC such as "size=48x48,mean=127.5,std=128";
+    default: the one a .tflite among the models stores); default: `samples` seeded random sets.
+    `runs`/`warmup`: timed and untimed runs per model (`bench=False` skips the timing).
+    `shapes` ({name: dims}) fix unknown input dims. `binds` (NAME=VALUE) feed a constant to every
+    model that has that input (a training checkpoint's is_training). `progress(phase, done, total)`
+    follows the work.
+    Raises UserError (before loading anything) for no models or a missing file.
+    """
     paths = [str(p) for p in paths]
     if not paths:
         raise UserError("no models given", "give one or more model paths")

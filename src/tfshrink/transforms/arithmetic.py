@@ -37,9 +37,7 @@ def _sole_reader(graph: Graph, name: str, reader: str, outputs: set[str]) -> boo
 def merge_concats(graph: Graph, params: dict, ctx: Context) -> bool:
     outputs = ctx.output_nodes()
     changed = False
-    for node in graph:
-        if node.op != "ConcatV2" or node.name not in graph:
-            continue
+    for node in graph.live(("ConcatV2",)):
         parts = _parts(graph, node)
         if parts is None:
             continue
@@ -75,9 +73,7 @@ def merge_concats(graph: Graph, params: dict, ctx: Context) -> bool:
 def hoist_activations(graph: Graph, params: dict, ctx: Context) -> bool:
     outputs = ctx.output_nodes()
     changed = False
-    for node in graph:
-        if node.op != "ConcatV2" or node.name not in graph or node.name in outputs:
-            continue
+    for node in graph.live(("ConcatV2",), skip=outputs):
         parts = _parts(graph, node)
         if parts is None:
             continue

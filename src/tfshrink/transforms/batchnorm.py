@@ -109,9 +109,7 @@ BN_OPS = ("FusedBatchNorm", "FusedBatchNormV2", "FusedBatchNormV3", "BatchNormWi
 @register("fold_old_batch_norms", "fold FusedBatchNorm / BatchNormWithGlobalNormalization into the weights")
 def fold_old_batch_norms(graph: Graph, params: dict, ctx: Context) -> bool:
     changed = False
-    for node in graph:
-        if node.op not in BN_OPS or node.name not in graph:
-            continue
+    for node in graph.live(BN_OPS):
         if node.op == "BatchNormWithGlobalNormalization":
             mean, var, beta, gamma = (const_value(graph, r) for r in node.input[1:5])
             eps = node.attr["variance_epsilon"].f

@@ -58,8 +58,8 @@ def _per_channel(value: np.ndarray, channels: int, rank: int) -> np.ndarray | No
 def fuse_bias_add(graph: Graph, params: dict, ctx: Context) -> bool:
     outputs = ctx.output_nodes()
     changed = False
-    for node in graph:
-        if node.op not in ADD_OPS or node.name not in graph or node.attr["T"].type != DT_FLOAT:
+    for node in graph.live(ADD_OPS):
+        if node.attr["T"].type != DT_FLOAT:
             continue
         if node.op == "BiasAdd" and node.attr["data_format"].s not in (b"", b"NHWC"):
             continue
