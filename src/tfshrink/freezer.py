@@ -71,7 +71,7 @@ def freeze(source: str | Path, output: str | Path, *, outputs: Sequence[str] | s
             wanted = swapped
             model = load(source, signature=signature, outputs=wanted, tags=tags)
     try:
-        if model.format == "tflite":
+        if not model.is_tensorflow:
             raise UserError(f"{source}: a TFLite model is already frozen", "freeze takes a checkpoint, SavedModel, Keras model or GraphDef")
         detection = getattr(model, "detection", None)
         if not wanted and detection is not None and detection.ambiguous and model.format != "savedmodel":

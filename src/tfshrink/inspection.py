@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from tfshrink.data.feeds import DEFAULT_BATCH
+from tfshrink.errors import UserError
 from tfshrink.fileio import disk_bytes
-from tfshrink.graph.fake_quant import FAKE_QUANT_TYPES, checkpoint_variables, fake_quant_ranges
+from tfshrink.graph.fake_quant import FAKE_QUANT_TYPES, fake_quant_ranges
 from tfshrink.graph.io_ops import IO_OPS, io_nodes
-from tfshrink.graph.ir import parse_tensor
-from tfshrink.graph.shapes import const_elements, dtype_name
+from tfshrink.graph.shapes import const_elements
 from tfshrink.model import Model, TensorSpec, load
 from tfshrink.model.keras_layers import activation_ranges
 from tfshrink.model.session import placeholder_spec
 from tfshrink.model.tflite import flatbuffer_summary
-from tfshrink.tflite.metadata import quantization_summary, read_metadata
+from tfshrink.tflite.metadata import quantization_summary, read_metadata, read_target
 from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess
 
 
@@ -119,78 +119,41 @@ def inspect(path: str | Path, *, signature: str | None = None, tags: str | None 
 
 
 def _inspect(model: Model) -> InspectResult:
+    """One summary for every format, from what the model is made of (its runtime, the graph it
+    stores or the function that serves it, its variables): a new format needs nothing here."""
     p = Path(model.path)
     common = {"path": str(p), "format": model.format, "file_bytes": disk_bytes(p),
               "inputs": tuple(model.inputs), "outputs": tuple(model.outputs),
               "bench_command": bench_command(str(p), tuple(model.inputs))}
-    if model.format == "tflite":
-
-        s = flatbuffer_summary(model.model_bytes)  # type: ignore[attr-defined]
+    if not model.is_tensorflow:
+        data = model.model_bytes  # type: ignore[attr-defined]
+        s = flatbuffer_summary(data)
         return InspectResult(**common, nodes=sum(s["ops"].values()), op_types=s["ops"],
                              const_parameters=s["weight_parameters"], variable_parameters=0, control_edges=0,
                              extra={"tensors": s["tensors"], "custom_ops": s["custom_ops"],
                                     "weight_bytes": s["weight_bytes"], "subgraphs": s["subgraphs"],
-                                    "metadata": s["metadata"], **_tflite_extra(model.model_bytes)})  # type: ignore[attr-defined]
-    if model.format in ("graphdef", "checkpoint"):
-        graph_def = model.graph_def if model.format == "graphdef" else model.meta_graph.graph_def  # type: ignore[attr-defined]
-        nodes, ops, consts, control = graph_stats(graph_def)
-        det = model.detection  # type: ignore[attr-defined]
-        ir = model.ir  # type: ignore[attr-defined]
-        variables: tuple[TensorSpec, ...] = ()
-        var_params = 0
-        if model.format == "checkpoint":
-            needed = ir.ancestors(parse_tensor(o.name)[0] for o in model.outputs)
-            shapes = model.variable_shapes()  # type: ignore[attr-defined]
-            dtypes = {n.name: n.attr["dtype"].type for n in ir if n.op in ("VariableV2", "VarHandleOp")}
-
-            variables = tuple(TensorSpec(v, dtype_name(dtypes[v]) if v in dtypes else "?", tuple(shapes[v]))
-                              for v in sorted(shapes) if v in needed)
-            var_params = sum(_prod(v.shape) for v in variables)
-
-        optional = tuple(placeholder_spec(ir, n) for n in det.optional_inputs)
-        return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
-                             variable_parameters=var_params, control_edges=control, variables=variables,
-                             optional_inputs=optional, candidates=tuple(c.to_json() for c in det.candidates),
-                             labels=tuple(det.labels), outputs_ambiguous=det.ambiguous,
-                             extra={**_fake_quant(model, graph_def), **_io_ops(graph_def),
-                                    **_declared_size(consts, common["file_bytes"])})
-    if model.format == "savedmodel" and hasattr(model, "meta_graph"):  # read by the TF1 loader
-        return _inspect_v1_saved_model(model, common)
-    # SavedModel and Keras: the signature function's graph, and the model's variables.
-    if model.format == "keras":
-        fn = model.concrete_function()  # type: ignore[attr-defined]
-        tf_vars = model.keras_model.variables  # type: ignore[attr-defined]
-        extra: dict[str, Any] = {}
-    else:
-        fn = model.fn  # type: ignore[attr-defined]
-        tf_vars = list(fn.graph.variables) or list(getattr(model.loaded, "variables", []))  # type: ignore[attr-defined]
-        extra = {"signature": model.signature, "signatures": model.signature_names,  # type: ignore[attr-defined]
-                 "loader": model.loader}
-    nodes, ops, consts, control = graph_stats(_model_graph_def(fn.graph.as_graph_def()))
-    variables = tuple(TensorSpec(_var_name(v), getattr(v.dtype, "name", str(v.dtype)),  # Keras 3: dtype is a str
-                                 tuple(v.shape.as_list()) if hasattr(v.shape, "as_list") else tuple(v.shape))
-                      for v in tf_vars)
-    extra.update(_fake_quant(model, None))
-    return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
-                         variable_parameters=sum(_prod(v.shape) for v in variables), control_edges=control,
-                         variables=variables, extra=extra)
-
-
-def _inspect_v1_saved_model(model: Model, common: dict[str, Any]) -> InspectResult:
-    """A SavedModel the TF1 loader read: its MetaGraph's graph (and functions), its variables."""
-
-    graph_def = model.meta_graph.graph_def  # type: ignore[attr-defined]
+                                    "metadata": s["metadata"], **_tflite_extra(data)})
+    graph_def = model.stored_graph()
+    if graph_def is None:  # Keras, TF2 SavedModel: the serving function's graph
+        function_graph = model.function_graph()
+        if function_graph is None:
+            raise UserError(f"{p}: a {model.format} model has neither a stored graph nor a function to inspect",
+                            "freeze it first")
+        graph_def = _model_graph_def(function_graph.as_graph_def())
     nodes, ops, consts, control = graph_stats(graph_def)
-    variables = []
-    for node in graph_def.node:
-        if node.op in ("VarHandleOp", "VariableV2"):
-            dims = tuple(d.size for d in node.attr["shape"].shape.dim)
-            variables.append(TensorSpec(node.name, dtype_name(node.attr["dtype"].type), dims))
-    extra = {"signature": model.signature, "signatures": model.signature_names,  # type: ignore[attr-defined]
-             "loader": model.loader, "loader_note": model.loader_note}
+    variables = model.variable_specs()
+    det = getattr(model, "detection", None)  # graph formats whose inputs and outputs were detected
+    found: dict[str, Any] = {}
+    if det is not None:
+        ir = model.ir  # type: ignore[attr-defined]
+        found = {"optional_inputs": tuple(placeholder_spec(ir, n) for n in det.optional_inputs),
+                 "candidates": tuple(c.to_json() for c in det.candidates), "labels": tuple(det.labels),
+                 "outputs_ambiguous": det.ambiguous}
+    extra = {**model.signature_info(), **_fake_quant(model, graph_def), **_io_ops(graph_def),
+             **_declared_size(consts, common["file_bytes"])}
     return InspectResult(**common, nodes=nodes, op_types=ops, const_parameters=consts,
                          variable_parameters=sum(_prod(v.shape) for v in variables), control_edges=control,
-                         variables=tuple(variables), extra=extra)
+                         variables=variables, extra=extra, **found)
 
 
 def _model_graph_def(graph_def: Any) -> Any:
@@ -237,7 +200,9 @@ def _fake_quant(model: Model, graph_def: Any) -> dict[str, Any]:
 
 def _tflite_extra(data: bytes) -> dict[str, Any]:
     """What `tfshrink convert` leaves to read back: "quantization" (activation types and the ops
-    that stayed float, for integer models) and "preprocess" (the stored preprocessing)."""
+    that stayed float, for integer models), "preprocess" (the stored preprocessing) and "target"
+    (what the model was made for: {"target": "cpu" | "int8-only", "quantize", "rules",
+    "plan_sha256"}, from the tfshrink.target metadata entry)."""
     import json
 
 
@@ -245,6 +210,9 @@ def _tflite_extra(data: bytes) -> dict[str, Any]:
     summary = quantization_summary(data)
     if summary is not None:
         out["quantization"] = summary
+    target = read_target(data)
+    if target is not None:
+        out["target"] = target
     raw = read_metadata(data).get(METADATA_NAME)
     if raw:
         try:
@@ -252,11 +220,6 @@ def _tflite_extra(data: bytes) -> dict[str, Any]:
         except (ValueError, KeyError, TypeError, IndexError):
             out["preprocess"] = {"error": f"the {METADATA_NAME} metadata entry is corrupt"}
     return out
-
-
-def _var_name(v: Any) -> str:
-    name = getattr(v, "path", None) or v.name
-    return name[:-2] if name.endswith(":0") else name
 
 
 def _prod(shape: tuple | None) -> int:
@@ -267,16 +230,18 @@ def _prod(shape: tuple | None) -> int:
 
 
 def model_ranges(model: Any, graph_def: Any = None) -> list[dict[str, Any]]:
-    """FakeQuant ranges of a loaded tfshrink model (for `inspect`): a GraphDef's or checkpoint's
-    FakeQuant nodes (a checkpoint's range variables read from it), or a quantize_model Keras
-    model's learned activation ranges. Empty for models without fake-quant."""
-    if model.format == "keras":
-        if not any(type(layer).__module__ == "tfshrink.model.keras_layers" for layer in model.keras_model.layers):
+    """FakeQuant ranges of a loaded tfshrink model (for `inspect`): a graph's FakeQuant nodes (a
+    checkpoint's range variables read from it), or a quantize_model Keras model's learned
+    activation ranges. Empty for models without fake-quant."""
+    keras_model = getattr(model, "keras_model", None)
+    if keras_model is not None:
+        if not any(type(layer).__module__ == "tfshrink.model.keras_layers" for layer in keras_model.layers):
             return []
 
         return [{"node": name, "op": "FakeQuantWithMinMaxVars", "kind": "activation", "min": [lo], "max": [hi],
-                 "updates": count, "learned": count > 0} for name, lo, hi, count in activation_ranges(model.keras_model)]
+                 "updates": count, "learned": count > 0} for name, lo, hi, count in activation_ranges(keras_model)]
     if graph_def is None or not any(n.op in FAKE_QUANT_TYPES for n in graph_def.node):
         return []
-    variables = checkpoint_variables(str(model.path)) if model.format == "checkpoint" else None
-    return [r.to_json() for r in fake_quant_ranges(graph_def, variables, evaluate=model.format == "graphdef")]
+    values = model.checkpoint_values()
+    evaluate = values is None and not model.variable_specs()  # a frozen graph: ranges are constants
+    return [r.to_json() for r in fake_quant_ranges(graph_def, values, evaluate=evaluate)]

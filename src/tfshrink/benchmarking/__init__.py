@@ -58,7 +58,7 @@ from tfshrink.benchmarking.profile import Profile
 from tfshrink.benchmarking.runners import Runner, open_runner
 from tfshrink.errors import UserError
 from tfshrink.fileio import disk_bytes
-from tfshrink.model import TensorSpec, detect_format
+from tfshrink.model import TensorSpec, detect_format, runtime_of
 
 __all__ = ["BenchResult", "bench", "bench_runner", "latency_stats", "measure", "open_runner"]
 
@@ -196,7 +196,7 @@ def bench(model_path: str | Path, *, runs: int | None = None, min_seconds: float
     """
     _check(runs, min_seconds, warmup, threads, batch)
     fmt, path = detect_format(model_path)  # a missing or unknown file fails here, before any import
-    if fmt == "tflite":
+    if runtime_of(fmt) == "litert":
         import ai_edge_litert.interpreter  # noqa: F401  (imported before the memory baseline)
     else:
         if threads:

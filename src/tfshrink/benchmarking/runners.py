@@ -28,7 +28,7 @@ from tfshrink.benchmarking.profile import Profile, from_step_stats
 from tfshrink.data.feeds import random_feeds
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
-from tfshrink.model import TensorSpec, detect_format, load, savedmodel_options
+from tfshrink.model import TensorSpec, detect_format, load, runtime_of, savedmodel_options
 from tfshrink.model.freezing import parse_binds
 from tfshrink.model.graphdef import GraphDefModel
 from tfshrink.model.tflite import TFLiteModel
@@ -174,7 +174,7 @@ class SessionRunner(Runner):
             finally:
                 model.close()
             gdm = GraphDefModel(model.path, graph_def=frozen.graph_def, outputs=frozen.outputs)
-            if fmt != "graphdef":
+            if not isinstance(model, GraphDefModel):
                 self.notes.append(f"benched the GraphDef frozen from the {fmt} model (what `tfshrink freeze` writes)")
             if bind_map:
                 self.notes.append("bound " + ", ".join(f"{k}={v}" for k, v in bind_map.items()))
@@ -332,7 +332,7 @@ def open_runner(model_path: str | Path, *, threads: int | None = None, batch: in
     fmt, path = detect_format(model_path)
     overrides = dict(input_shapes or {})
     (options,) = savedmodel_options([path], signature, tags)
-    if fmt == "tflite":
+    if runtime_of(fmt) == "litert":
         if binds:
             raise UserError(f"{path}: --bind applies to TensorFlow models, not TFLite",
                             "a .tflite model has no placeholders to bind")

@@ -25,13 +25,18 @@ FORMAT_MODULES = {
 FORMATS = tuple(FORMAT_MODULES)
 
 __all__ = ["FORMATS", "FrozenGraph", "Model", "TensorSpec", "ambiguity_error", "detect_format", "load",
-           "savedmodel_options"]
+           "runtime_of", "savedmodel_options"]
 
 
 def _module(fmt: str) -> Any:
     # Lazy: a format's module imports TensorFlow, Keras or LiteRT; `tfshrink --help` and a
     # command on one format should not pay for the others.
     return importlib.import_module(FORMAT_MODULES[fmt])
+
+
+def runtime_of(fmt: str) -> str:
+    """The runtime a format's models run in ("tensorflow" or "litert"), without loading any."""
+    return str(getattr(_module(fmt), "RUNTIME", "tensorflow"))
 
 
 def detect_format(path: str | Path) -> tuple[str, Path]:

@@ -51,6 +51,14 @@ class FrozenGraph:
     notes: list[str] = field(default_factory=list)
 
 
+def variable_spec(v: Any) -> TensorSpec:
+    """A TF or Keras variable's name (without ":0"), dtype and shape."""
+    name = getattr(v, "path", None) or v.name
+    dtype = getattr(v.dtype, "name", str(v.dtype))  # Keras 3: dtype is a str
+    shape = tuple(v.shape.as_list()) if hasattr(v.shape, "as_list") else tuple(v.shape)
+    return TensorSpec(name[:-2] if name.endswith(":0") else name, dtype, shape)
+
+
 class Model:
     """Base class of the per-format loaders."""
 
@@ -68,10 +76,35 @@ class Model:
         """Run on `feeds` (input name -> array); returns output name -> array."""
         raise NotImplementedError
 
-    # -- TF graph access -------------------------------------------------------------------------
+    # -- what the model is made of (inspect, bench and verify ask these, never the format's name) --
+    runtime: str = "tensorflow"  # the runtime that runs it: "tensorflow" or "litert"
+
     @property
     def is_tensorflow(self) -> bool:
-        return True
+        return self.runtime == "tensorflow"
+
+    def stored_graph(self) -> Any | None:
+        """The GraphDef the file stores (a frozen GraphDef, a checkpoint's or TF1 SavedModel's
+        MetaGraph); None when the graph is built by tracing functions (Keras, TF2 SavedModel)."""
+        return None
+
+    def function_graph(self) -> Any | None:
+        """The traced graph of the function that serves the model (Keras, TF2 SavedModel), else None."""
+        return None
+
+    def variable_specs(self) -> tuple[TensorSpec, ...]:
+        """The variables the model's outputs read (name, dtype, shape); none for a frozen graph."""
+        return ()
+
+    def checkpoint_values(self) -> Mapping[str, Any] | None:
+        """Variable name -> value, where the values are in a checkpoint the model was read from."""
+        return None
+
+    def signature_info(self) -> dict[str, Any]:
+        """Which signature of how many is shown, and how the file was read (SavedModels)."""
+        return {}
+
+    # -- TF graph access -------------------------------------------------------------------------
 
     def freeze(self, outputs: Sequence[str] | None = None,
                binds: Mapping[str, Any] | None = None) -> FrozenGraph:

@@ -10,9 +10,10 @@ from typing import Any
 from tfshrink import _tf
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io, is_mutator
+from tfshrink.graph.fake_quant import checkpoint_variables
 from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
 from tfshrink.graph.ir import Graph, parse_tensor
-from tfshrink.graph.shapes import check_constants, tensor_specs
+from tfshrink.graph.shapes import check_constants, dtype_name, tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
 from tfshrink.model.freezing import finish_frozen, fold_constants, placeholder_names, replace_placeholders
 from tfshrink.model.session import SessionModel, placeholder_spec
@@ -96,6 +97,20 @@ class CheckpointModel(SessionModel):
             detection.inputs = [parse_tensor(t.name)[0] for _, t in sorted(sig.inputs.items())]
             detection.ambiguous = False
         return detection
+
+    def stored_graph(self) -> Any:
+        return self.meta_graph.graph_def
+
+    def variable_specs(self) -> tuple[TensorSpec, ...]:
+        """The variables the outputs need, with their shapes from the checkpoint index."""
+        needed = self.ir.ancestors(parse_tensor(o.name)[0] for o in self.outputs)
+        shapes = self.variable_shapes()
+        dtypes = {n.name: n.attr["dtype"].type for n in self.ir if n.op in ("VariableV2", "VarHandleOp")}
+        return tuple(TensorSpec(v, dtype_name(dtypes[v]) if v in dtypes else "?", tuple(shapes[v]))
+                     for v in sorted(shapes) if v in needed)
+
+    def checkpoint_values(self) -> Mapping[str, Any]:
+        return checkpoint_variables(str(self.path))
 
     def variable_shapes(self) -> dict[str, list[int]]:
         """Variable name -> shape, read from the checkpoint index (no values are loaded)."""

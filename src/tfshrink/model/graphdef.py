@@ -70,6 +70,9 @@ class GraphDefModel(SessionModel):
         self.inputs = [placeholder_spec(self.ir, p) for p in self.detection.inputs if p in needed]
         self.outputs = self._output_specs(names)
 
+    def stored_graph(self) -> Any:
+        return self.graph_def
+
     def _output_specs(self, names: Sequence[str]) -> list[TensorSpec]:
         specs = tensor_specs(self.ir, names)
         return [TensorSpec(n, specs[n][0], specs[n][1], self.ir.node(parse_tensor(n)[0]).op)

@@ -11,7 +11,7 @@ import numpy as np
 
 from tfshrink import _tf
 from tfshrink.errors import UserError, first_line
-from tfshrink.model.base import FrozenGraph, Model, TensorSpec
+from tfshrink.model.base import FrozenGraph, Model, TensorSpec, variable_spec
 from tfshrink.model.freezing import freeze_function, select_outputs
 from tfshrink.names import split_names
 
@@ -60,6 +60,12 @@ class KerasModel(Model):
         if not isinstance(result, (list, tuple)):
             result = [result]
         return {n: np.asarray(r) for n, r in zip(self._output_names, result, strict=True)}
+
+    def function_graph(self) -> Any:
+        return self.concrete_function().graph
+
+    def variable_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(variable_spec(v) for v in self.keras_model.variables)
 
     def concrete_function(self) -> Any:
         tf = _tf.tf()

@@ -11,7 +11,7 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.errors import UserError, first_line, note
 from tfshrink.graph.io_ops import IO_OPS, io_nodes, refuse_io_ops
-from tfshrink.model.base import FrozenGraph, Model, TensorSpec
+from tfshrink.model.base import FrozenGraph, Model, TensorSpec, variable_spec
 from tfshrink.model.freezing import freeze_function, select_outputs
 from tfshrink.model.savedmodel_v1 import SavedModelV1Model, saved_model_proto
 from tfshrink.names import split_names, unknown_name_error
@@ -81,6 +81,15 @@ class SavedModelModel(Model):
         outs = self.fn.structured_outputs
         self._output_keys = sorted(outs)
         self.outputs = [_spec(k, outs[k]) for k in self._output_keys]
+
+    def function_graph(self) -> Any:
+        return self.fn.graph
+
+    def variable_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(variable_spec(v) for v in list(self.fn.graph.variables) or list(getattr(self.loaded, "variables", [])))
+
+    def signature_info(self) -> dict[str, Any]:
+        return {"signature": self.signature, "signatures": self.signature_names, "loader": self.loader}
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         tf = _tf.tf()

@@ -100,6 +100,17 @@ class SavedModelV1Model(SessionModel):
         self.inputs = [_spec(k, sig.inputs[k]) for k in self._input_keys]
         self.outputs = [_spec(k, sig.outputs[k]) for k in self._output_keys]
 
+    def stored_graph(self) -> Any:
+        return self.meta_graph.graph_def
+
+    def variable_specs(self) -> tuple[TensorSpec, ...]:
+        return tuple(TensorSpec(n.name, dtype_name(n.attr["dtype"].type), tuple(d.size for d in n.attr["shape"].shape.dim))
+                     for n in self.meta_graph.graph_def.node if n.op in ("VarHandleOp", "VariableV2"))
+
+    def signature_info(self) -> dict[str, Any]:
+        return {"signature": self.signature, "signatures": self.signature_names, "loader": self.loader,
+                "loader_note": self.loader_note}
+
     def _load(self) -> tuple[Any, Any, Any]:
         tf = _tf.tf()
         graph = tf.Graph()

@@ -59,6 +59,7 @@ def _signature_keys(interp: Any, ins: list[dict], outs: list[dict]) -> tuple[dic
 
 
 class TFLiteModel(Model):
+    runtime = "litert"
     format = "tflite"
 
     def __init__(self, path: Path, num_threads: int | None = None, xnnpack: bool = True):
@@ -96,9 +97,6 @@ class TFLiteModel(Model):
         interp.allocate_tensors()
         return interp
 
-    @property
-    def is_tensorflow(self) -> bool:
-        return False
 
     @property
     def input_details(self) -> list[dict]:
@@ -261,6 +259,7 @@ def io_specs(data: bytes) -> tuple[list[Any], list[Any]]:
 # -- the format registry's entry (tfshrink.model.FORMATS) ---------------------------------------
 
 FORMAT = "tflite"
+RUNTIME = "litert"  # every other format runs in TensorFlow
 SUFFIXES = (".tflite", ".lite")
 
 

@@ -121,7 +121,7 @@ def convert_qat(source: Any, output: str | Path, *, input_type: str = "float32",
         out_path = check_output(output, [model.path])
         notes: list[str] = []
         warnings: list[str] = []
-        if model.format == "tflite":
+        if not model.is_tensorflow:
             raise UserError(f"{where}: already a TFLite model", "convert_qat takes the eval graph's checkpoint, "
                             "its frozen .pb, or a quantize_model Keras model")
         wanted = quantized_outputs(model, split_names(outputs), notes)

@@ -18,7 +18,7 @@ from typing import Any
 
 from tfshrink.data.feeds import parse_shape_overrides
 from tfshrink.errors import UserError
-from tfshrink.model import detect_format
+from tfshrink.model import detect_format, runtime_of
 from tfshrink.recipe.schema import COMMON, KINDS, Opt, kind_options
 from tfshrink.transforms import REGISTRY, parse_spec
 
@@ -358,7 +358,7 @@ class _Validator:
                 if fmt is None and isinstance(v, Path):
 
                     fmt = detect_format(v)[0]
-                if step.kind in ("freeze", "convert") and fmt == "tflite":
+                if step.kind in ("freeze", "convert") and fmt is not None and runtime_of(fmt) == "litert":
                     raise self.err.at(step.line_of(key), f"{where}: {key} is a TFLite model",
                                       f"{step.kind} takes a checkpoint, SavedModel, Keras model or GraphDef")
                 if step.kind == "transform" and fmt != "graphdef":

@@ -19,11 +19,11 @@ from typing import Any
 
 import tfshrink.verification as verification
 from tfshrink.benchmarking import bench as run_bench
-from tfshrink.conversion import read_preprocess
 from tfshrink.errors import UserError
 from tfshrink.fileio import disk_bytes
-from tfshrink.model import detect_format, load, savedmodel_options
+from tfshrink.model import detect_format, load, runtime_of, savedmodel_options
 from tfshrink.model.freezing import parse_binds
+from tfshrink.tflite.preprocess import first_stored
 from tfshrink.verification import SourceView, bound_values, compare, make_feed_list
 
 __all__ = ["DEFAULT_RUNS", "CompareResult", "ModelComparison", "compare_models", "default_names",
@@ -158,8 +158,7 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
     if images:  # decoded as given, else as the first .tflite that stores its preprocessing says
         if preprocess is None:
 
-            preprocess = next((found for p, f in zip(paths, formats, strict=True) if f == "tflite"
-                               for found in [read_preprocess(p)] if found is not None), None)
+            preprocess = first_stored(p for p, f in zip(paths, formats, strict=True) if runtime_of(f) == "litert")
         feed_options["preprocess"] = preprocess
 
 

@@ -21,7 +21,7 @@ from typing import Any
 from tfshrink.errors import UserError
 from tfshrink.fileio import atomic_write, check_output
 from tfshrink.inspection import inspect
-from tfshrink.model import detect_format
+from tfshrink.model import detect_format, runtime_of
 from tfshrink.reporting.charts import Bar, bar_chart
 from tfshrink.reporting.compare import DEFAULT_RUNS, CompareResult, measure_models
 from tfshrink.reporting.quant import FLAG_ABOVE, HEALTHY_RMSE_SCALE, LayerError, read_quant_errors
@@ -90,7 +90,7 @@ def _stage_table(comparison: CompareResult, inspections: Sequence[Any]) -> str:
     for m, info in zip(comparison.models, inspections, strict=True):
         ratio = "" if m is comparison.reference or not m.bytes else f" ({m.bytes / ref_bytes:.2f}×)"
         params = info.const_parameters + info.variable_parameters
-        unit = "ops" if info.format == "tflite" else "nodes"
+        unit = "nodes" if runtime_of(info.format) == "tensorflow" else "ops"
         lat = "–" if m.latency_p50_ms is None else f"{m.latency_p50_ms:.3f} ms"
         rows.append(f"<tr><td>{escape(m.name)}</td><td>{escape(m.format)}</td>"
                     f"<td class='num'>{m.bytes:,} B<br>{human_bytes(m.bytes)}{ratio}</td>"

@@ -12,7 +12,7 @@ onto the quantized values: q = round(pixel * pixel_scale + pixel_offset).
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -228,6 +228,12 @@ def parse_preprocess(spec: str | Preprocess | Mapping[str, Any] | None) -> Prepr
             raise UserError(f"--preprocess {key} has {len(values)} values; give 1 or one per channel "
                             f"({channels} for color={color or 'rgb'})", SPEC_HINT)
     return Preprocess(size=size, mean=mean, std=std, color=color, input=fields.get("input"))
+
+
+def first_stored(paths: Iterable[str | Path]) -> Preprocess | None:
+    """The preprocessing stored in the first of `paths` (.tflite files) that stores one, else None:
+    what verify, compare and report apply to image inputs when no --preprocess is given."""
+    return next((found for p in paths for found in [read_preprocess(p)] if found is not None), None)
 
 
 def read_preprocess(path: str | Path) -> Preprocess | None:

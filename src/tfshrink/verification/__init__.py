@@ -16,7 +16,7 @@ from tfshrink.model import Model, load, savedmodel_options
 from tfshrink.model.base import TensorSpec
 from tfshrink.model.freezing import parse_bind_value, parse_binds
 from tfshrink.names import unknown_name_error
-from tfshrink.tflite.preprocess import parse_preprocess, read_preprocess
+from tfshrink.tflite.preprocess import first_stored, parse_preprocess
 
 
 @dataclass(frozen=True)
@@ -216,12 +216,7 @@ def is_images(inputs: str | Path) -> bool:
 def stored_preprocess(*models: Model) -> Any:
     """The preprocessing stored in the first .tflite among `models` that has one (else None)."""
 
-    for m in models:
-        if m.format == "tflite":
-            found = read_preprocess(m.path)
-            if found is not None:
-                return found
-    return None
+    return first_stored(m.path for m in models if not m.is_tensorflow)
 
 
 def image_feed_list(model: Model, images: str | Path, preprocess: Any, samples: int,
