@@ -99,13 +99,16 @@ Examples:
   tfshrink run recipe.toml
   tfshrink run recipe.toml --out build/ --json
   tfshrink run recipe.toml --force
+  tfshrink run recipe.toml --workers 2
 
 \b
 A recipe (see examples/recipe.toml) is TOML with [[step]] tables, each with kind = freeze |
 transform | convert | verify | bench | report, an optional name, and the step's options under the
 CLI's names. Inputs are paths (relative to the recipe) or "@name" for an earlier step's model.
 Artifacts and summary.json go to --out (default: the recipe's `out`, else RECIPE-out). Steps whose
-options and input contents are unchanged are not run again (cache in OUT/.tfshrink-cache).""",
+options and input contents are unchanged are not run again (cache in OUT/.tfshrink-cache).
+--workers/--ray run the steps whose inputs are ready at once, as Ray tasks; bench steps never run
+at the same time on one node. Artifacts, cache and summary figures are a serial run's.""",
     "report": """\b
 Examples:
   tfshrink report model.pb model_fp16.tflite model_int8.tflite -o report.html

@@ -228,6 +228,10 @@ RUN = Command(
         Option("recipe", required=True),
         Option("out", ("--out",), help="Output folder (default: the recipe's `out`, else RECIPE-out beside it)."),
         Option("force", ("--force",), "bool", "Run every step, even those whose inputs and options are unchanged."),
+        Option("workers", ("--workers",), "int", "Run independent steps at once on a local Ray cluster of N CPUs "
+               "(pip install 'tfshrink[distributed]').", metavar="N", min=1),
+        Option("ray", ("--ray",), help="Run independent steps at once on the Ray cluster at ADDRESS (the output "
+               "folder must be on storage every node sees).", metavar="ADDRESS"),
         _json("Print the summary as JSON."),
     ),
     api="tfshrink.recipe:run_recipe",

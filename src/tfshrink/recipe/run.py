@@ -22,6 +22,7 @@ from tfshrink.recipe.cache import (
     recorded_outputs,
     store_entry,
 )
+from tfshrink.recipe.parallel import Outcome, RayPool, execute_step
 from tfshrink.recipe.parse import Recipe, Ref, Step, load_recipe
 from tfshrink.recipe.schema import KINDS, kind_options
 from tfshrink.reporting.compare import default_names
@@ -98,7 +99,8 @@ def _shown(path: Path, base: Path) -> str:
 
 
 class _Runner:
-    def __init__(self, recipe: Recipe, out: Path, force: bool, on_step: OnStep | None):
+    def __init__(self, recipe: Recipe, out: Path, force: bool, on_step: OnStep | None, pool: RayPool | None = None):
+        self.pool = pool
         self.recipe = recipe
         self.out = out
         self.force = force
@@ -151,81 +153,145 @@ class _Runner:
         return kwargs
 
     def run(self) -> RunResult:
-        records = [StepRecord(s.name, s.kind, s.line) for s in self.recipe.steps]
+        """Run the steps in waves (see tfshrink.recipe.parallel): serially one step a wave, with a
+        pool every step whose inputs are ready. The first failure (in recipe order) stops the run
+        once its wave is done; the summary is written either way."""
+        records = {s.name: StepRecord(s.name, s.kind, s.line) for s in self.recipe.steps}
         start = time.perf_counter()
-        failure: BaseException | None = None
-        for step, record in zip(self.recipe.steps, records, strict=True):
-            try:
-                self.run_step(step, record)
-            except BaseException as exc:  # recorded in the summary, then raised again
-                record.status = "failed"
-                ours = isinstance(exc, TfshrinkError)
-                record.error = exc.one_line() if ours else f"{type(exc).__name__}: {exc}"
-                failure = exc
-                break
-            finally:
-                if self.on_step is not None and record.status != "not run":
-                    self.on_step(record, "done")
-        result = RunResult(self.recipe.display, self.out, records, time.perf_counter() - start)
+        failed: list[tuple[StepRecord, BaseException]] = []
+        pending = list(self.recipe.steps)
+        while pending and not failed:
+            wave = self.ready(pending) if self.pool is not None else pending[:1]
+            pending = [s for s in pending if s not in wave]
+            jobs: list[_Job] = []
+            for step in wave:
+                record = records[step.name]
+                try:
+                    job = self.begin(step, record)
+                except BaseException as exc:  # recorded in the summary, then raised again
+                    failed.append(_failed(record, exc))
+                    self.done(record)
+                    break
+                if job is None:
+                    self.done(record)
+                else:
+                    jobs.append(job)
+            calls = [(j.step.kind, j.args, j.kwargs, j.step.options, j.path) for j in jobs]
+            outcomes = self.pool.run(calls) if self.pool is not None and len(jobs) > 1 else [_call(c) for c in calls]
+            for job, outcome in zip(jobs, outcomes, strict=True):
+                try:
+                    self.finish(job, outcome)
+                except BaseException as exc:
+                    failed.append(_failed(job.record, exc))
+                finally:
+                    self.done(job.record)
+        ordered = [records[s.name] for s in self.recipe.steps]
+        result = RunResult(self.recipe.display, self.out, ordered, time.perf_counter() - start)
         atomic_write(result.summary_path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
-        if failure is not None:
+        if failed:
+            record, failure = min(failed, key=lambda f: ordered.index(f[0]))
             if isinstance(failure, TfshrinkError):
-                step = records[[r.status for r in records].index("failed")]
-                raise type(failure)(f"{self.recipe.display}:{step.line}: step {step.name!r} ({step.kind}): "
+                raise type(failure)(f"{self.recipe.display}:{record.line}: step {record.name!r} ({record.kind}): "
                                     f"{failure.message}", failure.hint) from failure
             raise failure
         return result
 
-    def run_step(self, step: Step, record: StepRecord) -> None:
-        t0 = time.perf_counter()
+    def ready(self, pending: list[Step]) -> list[Step]:
+        """The pending steps that read no pending step's output, in recipe order."""
+        waiting = {s.name for s in pending}
+
+        def refs(value: Any) -> list[str]:
+            items = value if isinstance(value, list) else [value]
+            return [v.step for v in items if isinstance(v, Ref)]
+
+        return [s for s in pending if not any(r in waiting for v in s.options.values() for r in refs(v))]
+
+    def done(self, record: StepRecord) -> None:
+        if self.on_step is not None and record.status != "not run":
+            self.on_step(record, "done")
+
+    def begin(self, step: Step, record: StepRecord) -> _Job | None:
+        """Key the step and look it up in the cache: None when it is cached (its record filled),
+        else the job that runs it."""
         record.inputs = self.shown_inputs(step)
         output = _output_name(step)
         record.output = output
-
         key = cache_key({"format": CACHE_FORMAT, "tfshrink": __version__, "kind": step.kind, "output": output,
                          "options": {k: self.fingerprint(v) for k, v in sorted(step.options.items())}})
-        report_dir = step.options.get("report") if step.kind == "convert" else None
-        extra = [report_dir] if report_dir else []
         entry = None if self.force else load_entry(self.out, key)
         if entry is not None:
             record.status = "cached"
             record.numbers = entry.get("numbers", {})
-        else:
-            if self.on_step is not None:
-                self.on_step(record, "start")
-            numbers, passed = self.execute(step, self.out / output)
-            record.numbers = numbers
-            if not passed:  # a failed verify: the numbers are in the summary, the step is not cached
-                worst = numbers["max_abs_error"]
-                raise CheckFailed(f"outputs differ beyond tolerance (max abs error {worst:.3g})",
-                                  f"see {output}; loosen atol/rtol in the recipe if that is expected")
-            store_entry(self.out, key, {"name": step.name, "kind": step.kind, "output": output,
-                                        "extra": extra, "numbers": numbers,
-                                        "ran_in_s": round(time.perf_counter() - t0, 3)})
-            record.status = "ok"
+            self.remember(step)
+            return None
+        if self.on_step is not None:
+            self.on_step(record, "start")
+        args, kwargs = self.call_arguments(step, self.out / output)
+        return _Job(step, record, key, self.out / output, args, kwargs, time.perf_counter())
+
+    def finish(self, job: _Job, outcome: Outcome) -> None:
+        """Record a step that ran: its figures, its cache entry; raise what it raised, or
+        CheckFailed for a failed verify (its numbers are in the summary, the step is not cached)."""
+        job.record.duration_s = time.perf_counter() - job.t0
+        if isinstance(outcome, BaseException):
+            raise outcome
+        numbers, passed = outcome
+        job.record.numbers = numbers
+        output = job.path.name
+        if not passed:
+            worst = numbers["max_abs_error"]
+            raise CheckFailed(f"outputs differ beyond tolerance (max abs error {worst:.3g})",
+                              f"see {output}; loosen atol/rtol in the recipe if that is expected")
+        report_dir = job.step.options.get("report") if job.step.kind == "convert" else None
+        store_entry(self.out, job.key, {"name": job.step.name, "kind": job.step.kind, "output": output,
+                                        "extra": [report_dir] if report_dir else [], "numbers": numbers,
+                                        "ran_in_s": round(job.record.duration_s, 3)})
+        job.record.status = "ok"
+        self.remember(job.step)
+
+    def remember(self, step: Step) -> None:
+        """Where later steps find this step's model and report."""
         if KINDS[step.kind].model is not None:
-            self.outputs[step.name] = self.out / output
+            self.outputs[step.name] = self.out / _output_name(step)
+        report_dir = step.options.get("report") if step.kind == "convert" else None
         if report_dir:
             self.reports[step.name] = self.out / report_dir
-        record.duration_s = time.perf_counter() - t0
 
-    def execute(self, step: Step, output: Path) -> tuple[dict[str, Any], bool]:
-        """Run one step's API call, as its command declares it; returns the figures the summary
-        records and whether its check passed."""
-        command = COMMANDS[step.kind]
-        kind = command.recipe
+    def call_arguments(self, step: Step, output: Path) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments of the step's API call, as its command declares."""
+        kind = COMMANDS[step.kind].recipe
         assert kind is not None
         kw = self.api_kwargs(step)
         if step.kind == "report" and "names" not in kw:
             kw["names"] = _report_names(step.options["models"])
-        kw["output"] = output  # the runner names each artifact; JSON-writing kinds write it below
+        kw["output"] = output  # the runner names each artifact; JSON-writing kinds write it themselves
         args = [kw.pop(name) for name in kind.positional]
         kw.pop("output", None)
-        r = command.function()(*args, **kw)
-        if kind.writes_json:
-            atomic_write(output, (json.dumps(r.to_json(), indent=2) + "\n").encode())
-        passed = True if command.check is None else bool(getattr(r, command.check))
-        return kind.figures(r, step.options), passed
+        return args, kw
+
+
+@dataclass
+class _Job:
+    step: Step
+    record: StepRecord
+    key: str
+    path: Path
+    args: list[Any]
+    kwargs: dict[str, Any]
+    t0: float
+
+
+def _failed(record: StepRecord, exc: BaseException) -> tuple[StepRecord, BaseException]:
+    record.status = "failed"
+    record.error = exc.one_line() if isinstance(exc, TfshrinkError) else f"{type(exc).__name__}: {exc}"
+    return record, exc
+
+
+def _call(call: tuple[str, list[Any], dict[str, Any], Any, Path]) -> Outcome:
+    try:
+        return execute_step(*call)
+    except BaseException as exc:  # raised again by the runner, after the summary is written
+        return exc
 
 
 def _report_names(models: list[Any]) -> list[str]:
@@ -271,10 +337,13 @@ def _check_outputs(r: Recipe, out_dir: Path, force: bool) -> None:
 
 
 def run_recipe(recipe: str | Path | Recipe, *, out: str | Path | None = None, force: bool = False,
-               on_step: OnStep | None = None) -> RunResult:
+               workers: int | None = None, ray: str | None = None, on_step: OnStep | None = None) -> RunResult:
     """Validate (when given a path) and run a recipe; artifacts and summary.json go to `out` (default:
     the recipe's `out`, else RECIPE-out beside it). Steps whose inputs and options are unchanged are
     taken from the cache unless `force`. `on_step(record, "start" | "done")` follows the work.
+    `workers` (a local Ray cluster of that many CPUs, started for the run) or `ray` (the address of
+    an existing cluster) run independent steps at once (tfshrink.recipe.parallel); the artifacts,
+    cache and summary figures are those of a serial run.
 
     Raises UserError for a bad recipe (nothing written) and, after writing summary.json, the error
     of a failing step (CheckFailed for a verify step whose outputs differ)."""
@@ -294,4 +363,9 @@ def run_recipe(recipe: str | Path | Recipe, *, out: str | Path | None = None, fo
                         "remove it, or choose another folder with --out")
     _check_outputs(r, out_dir, force)
     os.makedirs(out_dir, exist_ok=True)
-    return _Runner(r, out_dir, force, on_step).run()
+    pool = RayPool(workers, ray) if workers is not None or ray is not None else None
+    try:
+        return _Runner(r, out_dir, force, on_step, pool).run()
+    finally:
+        if pool is not None:
+            pool.close()
