@@ -26,6 +26,9 @@ from tfshrink.verification import (
 
 @dataclass(frozen=True)
 class FreezeResult:
+    """What `freeze` wrote: the GraphDef (`output`, `bytes`, `nodes`), its inputs and outputs and
+    where the outputs came from, and the check against the source (None with verify=False)."""
+
     source: str
     format: str
     output: str

@@ -23,6 +23,9 @@ from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess
 
 @dataclass(frozen=True)
 class InspectResult:
+    """summarize_graph for any format: the model's I/O, size, op counts and parameters, and for
+    graphs, what detection considered (`candidates`, `labels`); per-format facts in `extra`."""
+
     path: str
     format: str
     file_bytes: int

@@ -21,6 +21,9 @@ from tfshrink.tflite.preprocess import first_stored, parse_preprocess
 
 @dataclass(frozen=True)
 class OutputComparison:
+    """One output of A against its counterpart in B over every input set: the largest and mean
+    absolute difference, the cosine of the two flattened, and top-1 agreement for class scores."""
+
     name_a: str
     name_b: str
     shape: tuple[int, ...]
