@@ -105,71 +105,48 @@ def test_output_is_deterministic(modes: dict[str, Converted], digits: builders.D
         assert again.read_bytes() == modes[mode].path.read_bytes(), mode
 
 
-def test_int8_default_times_the_first_conv_in_float(modes: dict[str, Converted], digits: builders.Digits,
-                                                    tmp_path: Path) -> None:
-    """Without --keep-float, int8 leaves the output softmax in float (XNNPACK has no int8 SOFTMAX),
-    times conv1 (1 input channel, 144 weights) in int8 against float and keeps the faster; when
-    float won, it times the next layer (conv2, after the pool) in dynamic-range form the same way.
-    The notes say which, with both latencies."""
+def test_int8_default_follows_the_cpu_rules(modes: dict[str, Converted], digits: builders.Digits,
+                                            tmp_path: Path) -> None:
+    """Without --keep-float, int8 for target cpu leaves the output softmax in float (XNNPACK has no
+    int8 SOFTMAX) and the first conv too (1 input channel, 144 weights): rules, not timings. The
+    model runs in one XNNPACK partition, and the notes and defaults say what and why."""
     from tfshrink.tflite.flatbuffer import opcode_names, read, type_names
 
     out = tmp_path / "default.tflite"
     r = tfshrink.convert(digits.keras, out, quantize="int8", calibration=digits.calibration_npz)
+    assert r.target == "cpu" and r.defaults["target"] == "cpu"
     assert r.defaults["output_softmax"] == {"tensors": ["probs"], "kept_float": True}
-    (softmax_note,) = [n for n in r.notes if n.startswith("int8 default: the output softmax (probs) stays float")]
-    assert "XNNPACK has no int8 SOFTMAX" in softmax_note and "--keep-float none" in softmax_note
-    (note,) = [n for n in r.notes if n.startswith("int8 default:") and "the first conv" in n and n != softmax_note]
+    (softmax_note,) = [n for n in r.notes if n.startswith("target cpu: the output softmax (probs) stays float")]
+    assert "XNNPACK has no int8 SOFTMAX" in softmax_note and "--target int8-only" in softmax_note
+    (note,) = [n for n in r.notes if n.startswith("target cpu: the first conv")]
     first = r.defaults["first_conv"]
-    assert "conv1" in first["tensor"] and first["int8_p50_ms"] > 0 and first["first_conv_float_p50_ms"] > 0
-    assert f"{first['int8_p50_ms']:.4g} ms" in note and f"{first['first_conv_float_p50_ms']:.4g} ms" in note
+    assert "conv1" in first["tensor"] and first["kept_float"] and (first["channels"], first["weights"]) == (1, 144)
+    assert "1-channel input, 144 weights" in note and "not timed" in note
+    assert r.kept_float == {"default": ["probs", first["tensor"]]}
+    assert r.precision.float_ops == {"CONV_2D": 1, "SOFTMAX": 1} and r.defaults["ops"] == "TFLITE_BUILTINS"
+    assert any(n.startswith("2 op(s) stayed float as the int8 default chose") for n in r.notes), r.notes
     assert not any("stayed float" in w for w in r.warnings)
-    leading = r.defaults.get("leading_layers", [])
-    kept_leading = [s for s in leading if s["kept"]]
-    if not first["kept_float"]:
-        assert not leading
-        assert note.startswith("int8 default: int8 but the output softmax") and r.precision.float_ops == {"SOFTMAX": 1}
-        assert any(n.startswith("1 op(s) stayed float as the int8 default chose") for n in r.notes), r.notes
-    else:
-        assert first["first_conv_float_p50_ms"] < 0.95 * first["int8_p50_ms"]
-        assert "measured faster" in note and r.defaults["ops"] == "TFLITE_BUILTINS"
-        # the next layer was timed in dynamic-range form: conv2 (16 -> 32 channels, 4,608 weights) after the pool
-        step = leading[0]
-        assert "conv2" in step["tensor"] and step["op"] == "CONV_2D" and step["dynamic_range"] is True
-        assert len(step["between"]) == 1 and "pool" in step["between"][0]
-        assert step["int8_p50_ms"] > 0 and step["dynamic_range_p50_ms"] > 0
-        assert step["kept"] == (step["dynamic_range_p50_ms"] < 0.95 * step["int8_p50_ms"])
-        (step_note,) = [n for n in r.notes if n.startswith("int8 default: CONV_2D") and "conv2" in n]
-        assert f"{step['dynamic_range_p50_ms']:.4g} ms" in step_note and f"{step['int8_p50_ms']:.4g} ms" in step_note
-        assert all(not s["kept"] for s in leading[len(kept_leading):])  # the search stops at the first miss
-        float_tensors = ["probs", first["tensor"]] + [t for s in kept_leading for t in (*s["between"], s["tensor"])]
-        assert r.kept_float == {"default": float_tensors}
-        expected = {"CONV_2D": 1, "SOFTMAX": 1}
-        for s in kept_leading:  # conv2 after the pool; then maybe fc after the reshape
-            for op in (s["op"], "MAX_POOL_2D" if s["op"] == "CONV_2D" else "RESHAPE"):
-                expected[op] = expected.get(op, 0) + 1
-        assert dict(r.precision.float_ops) == expected
-        count = sum(expected.values())
-        assert any(n.startswith(f"{count} op(s) stayed float as the int8 default chose") for n in r.notes), r.notes
-        if kept_leading:  # conv2 runs as a dynamic-range model runs it: int8 weights, float activations
-            model = read(out.read_bytes())
-            sub = model.Subgraphs(0)
-            (conv2,) = [sub.Operators(i) for i in range(sub.OperatorsLength())
-                        if (sub.Tensors(sub.Operators(i).Outputs(0)).Name() or b"").decode() == step["tensor"]]
-            assert type_names()[sub.Tensors(conv2.Inputs(1)).Type()] == "INT8"
-            assert type_names()[sub.Tensors(conv2.Inputs(0)).Type()] == "FLOAT32"
-    assert r.verification.outputs[0].cosine > 0.999 and r.verification.outputs[0].top1 >= 0.95
-    # the softmax reads the dequantized int8 logits and gives the model's float output
+    assert "leading_layers" not in r.defaults and "xnnpack_float_ops" not in r.defaults
+    assert r.partitions == 1 and r.delegation.outside == () and r.defaults["xnnpack_partitions"] == 1
+    assert any(n.startswith("XNNPACK (LiteRT on CPU") and "1 XNNPACK partition(s)" in n for n in r.notes)
+    data = r.to_json()
+    assert data["target"] == "cpu" and data["xnnpack"]["partitions"] == 1 and data["plan_sha256"] is None
+    # the first conv reads the float input directly: no QUANTIZE of the input
     model = read(out.read_bytes())
     sub = model.Subgraphs(0)
+    codes = opcode_names(model)
+    first_op = sub.Operators(0)
+    assert codes[first_op.OpcodeIndex()] == "CONV_2D" and int(first_op.Inputs(0)) == int(sub.Inputs(0))
+    # the softmax reads the dequantized int8 logits and gives the model's float output
     last = sub.Operators(sub.OperatorsLength() - 1)
-    assert opcode_names(model)[last.OpcodeIndex()] == "SOFTMAX"
+    assert codes[last.OpcodeIndex()] == "SOFTMAX"
     assert type_names()[sub.Tensors(last.Inputs(0)).Type()] == "FLOAT32"
     assert int(last.Outputs(0)) == int(sub.Outputs(0))
-    assert r.verification.outputs[0].cosine > 0.999
+    assert r.verification.outputs[0].cosine > 0.999 and r.verification.outputs[0].top1 >= 0.95
     assert abs(_accuracy(out, digits) - modes["none"].accuracy) <= 1.0
     assert 0.20 <= r.bytes / modes["none"].result.bytes <= 0.32
     assert modes["int8"].result.defaults["keep_float"] == "none"
-    assert not any(n.startswith("int8 default:") for n in modes["int8"].result.notes)
+    assert not any(n.startswith("target cpu:") for n in modes["int8"].result.notes)
 
 
 def test_keep_float_none_is_alone(digits: builders.Digits, tmp_path: Path) -> None:
@@ -178,15 +155,22 @@ def test_keep_float_none_is_alone(digits: builders.Digits, tmp_path: Path) -> No
                          keep_float=["none", "fc"])
 
 
-def test_int8_default_with_int8_outputs_keeps_the_softmax_int8(digits: builders.Digits, tmp_path: Path) -> None:
-    """Integer outputs asked for: the output softmax is not left in float (it would need a QUANTIZE
-    after it); the model's output is the int8 softmax."""
+def test_int8_default_with_int8_outputs_keeps_the_output_int8(digits: builders.Digits, tmp_path: Path) -> None:
+    """Integer outputs asked for: the model's output is int8. For target cpu the softmax computes in
+    float between a DEQUANTIZE and a QUANTIZE (XNNPACK has no int8 SOFTMAX: rule 3 keeps the model
+    in one partition); for int8-only it is the int8 softmax."""
     out = tmp_path / "digits_io8.tflite"
     r = tfshrink.convert(digits.keras, out, quantize="int8", calibration=digits.calibration_npz,
                          input_type="int8", output_type="int8", verify=False)
-    assert "output_softmax" not in r.defaults and "SOFTMAX" not in r.precision.float_ops
+    assert "output_softmax" not in r.defaults and "first_conv" not in r.defaults  # rules 1 and 2: float I/O only
+    assert r.defaults["xnnpack_float_ops"] == [{"op": "SOFTMAX", "tensor": "probs"}]
+    assert r.precision.float_ops == {"SOFTMAX": 1} and r.partitions == 1
     assert not any("output softmax" in n for n in r.notes)
     assert r.outputs[0].dtype == "int8"
+    only = tfshrink.convert(digits.keras, tmp_path / "only_io8.tflite", quantize="int8", target="int8-only",
+                            calibration=digits.calibration_npz, input_type="int8", output_type="int8", verify=False)
+    assert only.precision.float_ops == {} and only.outputs[0].dtype == "int8"
+    assert [op for op, _ in only.delegation.outside] == ["SOFTMAX"]
 
 
 def test_calibration_folder_with_preprocess_stored_and_read_back(digits: builders.Digits, tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """tfshrink.conversion.hybrid: a float layer of an int8 model given the dynamic-range form (int8
 per-channel weights, float activations), on the digits CNN in LiteRT; and the int8 default's
-search that uses it (tfshrink.conversion.speed.next_layer)."""
+search that uses it (tfshrink.conversion.tuning.next_layer)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import tfshrink
 from tests import builders
 from tfshrink.conversion.hybrid import HYBRID, MIN_WEIGHTS, hybridize
-from tfshrink.conversion.speed import next_layer
+from tfshrink.conversion.tuning import next_layer
 from tfshrink.model.tflite import TFLiteModel
 from tfshrink.tflite.flatbuffer import opcode_names, read, type_names
 from tfshrink.tflite.metadata import read_metadata

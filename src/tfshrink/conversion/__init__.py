@@ -5,13 +5,18 @@ then check the result against the source.
                      preprocess="mean=127.5,std=127.5")
 
 The source (frozen .pb/.pbtxt, TF1 checkpoint, SavedModel, Keras .keras/.h5) is frozen in memory
-and converted with TF's GraphDef converter. Defaults are the fast ones measured in LiteRT (see
-`ConvertResult.notes` for what was chosen and why). The output is written only when everything
-succeeded, atomically, and the same input and options give the same bytes.
+and converted with TF's GraphDef converter. Defaults follow documented rules for the target
+runtime (`target="cpu"`: LiteRT with XNNPACK; `"int8-only"`: integer-only hardware), set from
+measurements in LiteRT and never from timings taken while converting (see `ConvertResult.notes`
+for what was chosen and why). Timing on a machine is a separate step: `tune()` writes a plan file
+that `convert(..., plan=PATH)` applies. The output is written only when everything succeeded,
+atomically, and the same input and options give the same bytes on every machine.
 
 Pieces: `api` (convert() and its result), `modes` (the --quantize modes), `converter` (TF's
 converter and the quantizer), `check` (verifying the result), `fake_quant` (quantization-aware
-graphs), `layers` / `ranges` / `speed` / `hybrid` (int8's per-layer choices).
+graphs), `rules` (int8 for a target, by rules; never timed), `delegation` (XNNPACK partitions),
+`tuning` (tune(): measuring on a machine into a plan file), `layers` / `ranges` / `hybrid` (int8's per-layer
+choices).
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from tfshrink.conversion.modes import MODES
+from tfshrink.conversion.modes import MODES, TARGETS
 
 if TYPE_CHECKING:
     from tfshrink.conversion.api import ConvertResult, convert
+    from tfshrink.conversion.tuning import TuneResult, tune
     from tfshrink.tflite.preprocess import Preprocess, parse_preprocess, read_preprocess
 
-__all__ = ["MODES", "ConvertResult", "Preprocess", "convert", "parse_preprocess", "read_preprocess"]
+__all__ = ["MODES", "TARGETS", "ConvertResult", "Preprocess", "TuneResult", "convert", "parse_preprocess",
+           "read_preprocess", "tune"]
 
 _LAZY = {"ConvertResult": "tfshrink.conversion.api", "convert": "tfshrink.conversion.api",
+         "TuneResult": "tfshrink.conversion.tuning", "tune": "tfshrink.conversion.tuning",
          "Preprocess": "tfshrink.tflite.preprocess", "parse_preprocess": "tfshrink.tflite.preprocess",
          "read_preprocess": "tfshrink.tflite.preprocess"}
 

@@ -13,12 +13,14 @@ from tfshrink.conversion.check import unregistered_ops, verify_converted, verify
 from tfshrink.conversion.converter import (
     Converted,
     ConvertOptions,
+    calibrate,
     convert_graph,
     prepare_graph,
     quantize,
     refine_ranges,
     resolve_keep_float,
 )
+from tfshrink.conversion.delegation import Delegation, xnnpack_delegation
 from tfshrink.conversion.fake_quant import (
     checked_ranges,
     convert_fake_quant_graph,
@@ -41,7 +43,15 @@ from tfshrink.conversion.layers import (
 from tfshrink.conversion.modes import CALIBRATED, IO_TYPES, MODES, NOTES
 from tfshrink.conversion.ranges import METHODS as RANGE_METHODS
 from tfshrink.conversion.result import ConvertResult
-from tfshrink.conversion.speed import fastest_int8
+from tfshrink.conversion.rules import (
+    TUNER,
+    Plan,
+    check_target,
+    planned_int8,
+    read_plan,
+    rules_int8,
+    target_entry,
+)
 from tfshrink.data.calibration import Calibration, InputSpec, image_input, load_calibration
 from tfshrink.errors import UserError
 from tfshrink.fileio import atomic_write, check_output, disk_bytes
@@ -83,19 +93,25 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             seed: int = 0,
             min_cosine: float | None = None, max_top1_drop: float | None = None,
             report: str | Path | None = None, activation_ranges: str = "mse",
+            target: str = "cpu", plan: str | Path | None = None,
             progress: Progress | None = None) -> ConvertResult:
     """Convert `source` to a .tflite at `output` and verify it against the source.
 
     quantize: "none" (float32), "float16", "dynamic" (int8 weights), "int8" (full integer, needs
     `calibration`, except for a quantization-aware trained graph: when the frozen source holds
     FakeQuant nodes, their trained ranges are used and `calibration`, if given, only verifies) or
-    "int16x8" (int16 activations, needs `calibration`). The int8 default times the all-int8 model
-    against the one with its small first conv (a model input of at most 4 channels, under 1,024
-    weights) in float, in LiteRT on this machine, and keeps that conv in float only when it is
-    more than 5% faster; when it did, it times the next layers one at a time in dynamic-range form
-    (float activations, int8 weights) the same way (tfshrink.conversion.speed; notes say what and
-    both latencies). keep_float=["none"] is strict full int8: every op that has an int8 kernel in
-    int8 (an op with none stays float, with a warning), no timing, the same bytes every run. calibration: a folder or
+    "int16x8" (int16 activations, needs `calibration`). Nothing is timed: the same source, options
+    and data give the same bytes on every machine. The int8 default follows `target`'s rules
+    (tfshrink.conversion.rules): "cpu" (LiteRT with XNNPACK, the default) keeps the output softmax,
+    a small first conv (a float32 input of at most 4 channels, under 1,024 weights) and the ops
+    XNNPACK has no int8 kernel for (PRELU) in float, so that the model runs in one XNNPACK
+    partition; "int8-only" (Edge TPU, NPU, microcontroller) makes every op int8 where an int8
+    kernel exists. plan: a JSON file written by tfshrink.conversion.tuning.tune (`tfshrink tune`),
+    which measured those choices on a machine: its choices replace the rules (int8, target cpu,
+    no keep_float). The result's `delegation` says how XNNPACK splits the model (measured by
+    loading it in LiteRT, not timed); the target (and the plan's hash) is stored in the model's
+    `tfshrink.target` metadata. keep_float=["none"] is strict full int8: every op that has an int8
+    kernel in int8 (an op with none stays float, with a warning). calibration: a folder or
     glob of JPEG/PNG images (needs `preprocess`), an .npy/.npz (keyed by input name), or "random".
     preprocess: a SPEC such as "size=224x224,mean=127.5,std=127.5,color=rgb", stored in the model.
     input_shapes fix unknown dims (batch defaults to 1). inputs/outputs pick the tensors to convert
@@ -128,6 +144,13 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     auto = any(k.lower() == "auto" for k in keep)
     if auto and len(keep) > 1:
         raise UserError("--keep-float auto picks the layers itself", "give auto alone, or name the layers/ops")
+    runtime = check_target(target)  # the target runtime (`Target` is --keep-float auto's goal)
+    chosen_plan = _check_plan(plan, mode, runtime, bool(keep) or strict)
+    if runtime == "int8-only" and mode != "int8":
+        raise UserError(f"--target int8-only is for --quantize int8, not {mode}", "add --quantize int8")
+    if runtime == "int8-only" and keep:
+        raise UserError("--target int8-only makes every op int8: --keep-float cannot keep layers in float",
+                        "drop --keep-float, or use --target cpu")
     if (min_cosine is not None or max_top1_drop is not None) and not auto:
         raise UserError("--min-cosine and --max-top1-drop are targets for --keep-float auto", "add --keep-float auto")
     if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
@@ -148,7 +171,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     overrides = shape_overrides(input_shapes)
     notes: list[str] = []
     warnings: list[str] = []
-    defaults: dict[str, Any] = {}
+    defaults: dict[str, Any] = {"target": runtime}
     model = load(source, signature=signature, outputs=split_names(outputs) or None, tags=tags)
     try:
         if model.format == "tflite":
@@ -168,6 +191,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         qat = mode == "int8" and has_fake_quant(frozen.graph_def)
         ranges: list[Any] = []
         if qat:
+            if chosen_plan is not None:
+                raise UserError("--plan chooses float layers for calibrated int8; this graph's ranges come from its "
+                                "FakeQuant nodes (quantization-aware training)", "drop --plan")
             frozen, ranges = _qat_source(model, frozen, wanted, keep, auto, report_dir, calibration, str(source),
                                          notes, warnings, defaults)
         elif mode == "int8" and calibration is None:
@@ -207,9 +233,11 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             if auto:
                 keep = tuple(converted.kept_float.get("auto", []))
         default_float: dict[str, int] = {}  # op -> count the int8 default left in float
+        delegation: Delegation | None = None
         if converted is None and mode == "int8" and not keep and not auto and not strict and calib is not None:
-            converted, default_float = _int8_default(graph_def, specs, frozen.outputs, options, calib, str(source),
-                                                     notes, defaults, progress)
+            converted, default_float, delegation = _int8_default(graph_def, specs, frozen.outputs, options, calib,
+                                                                 str(source), notes, defaults, progress, runtime,
+                                                                 chosen_plan)
             if default_float:
                 keep = tuple(converted.kept_float["default"])
         if converted is None:
@@ -224,7 +252,11 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         data = converted.data
         spec = quantized_input(spec, data)
         entries = {METADATA_NAME: spec.metadata_bytes()} if spec is not None else {}
+        entries.update(target_entry(runtime, mode, chosen_plan.sha256 if chosen_plan is not None else None))
         data = rewrite(data, entries, signature=([s.name for s in specs], list(frozen.outputs)))
+        if delegation is None:
+            delegation = xnnpack_delegation(data)
+        notes.append(f"XNNPACK (LiteRT on CPU, measured by loading the model, not timed): {delegation.describe()}")
         prec = None
         if mode in CALIBRATED:
             prec = precision(data)
@@ -284,7 +316,8 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     return ConvertResult(str(source), model.format, str(out_path), mode, len(data), disk_bytes(Path(model.path)),
                          tuple(io[0]), tuple(io[1]), defaults, calib, spec, prec, converted.kept_float, ops,
                          tuple(notes), tuple(warnings), verification, verify_inputs, tuple(layers), auto_keep,
-                         tuple(str(f) for f in files))
+                         tuple(str(f) for f in files), runtime, delegation,
+                         chosen_plan.sha256 if chosen_plan is not None else None)
 
 
 def _debugged(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
@@ -366,33 +399,62 @@ def _phase(progress: Progress | None, label: str) -> Callable[[int, int], None] 
     return step
 
 
+def _check_plan(plan: str | Path | None, mode: str, target: str, keep: bool) -> Plan | None:
+    """The plan file read and checked against the options (None: no plan)."""
+    if plan is None:
+        return None
+    if mode != "int8":
+        raise UserError(f"--plan chooses int8 layers; --quantize {mode} has none", "add --quantize int8")
+    if keep:
+        raise UserError("--plan and --keep-float both choose the float layers", "give one of them")
+    chosen = read_plan(plan)
+    if chosen.target != target:
+        raise UserError(f"--plan {plan} was tuned for --target {chosen.target}, not {target}",
+                        f"add --target {chosen.target}, or tune again")
+    return chosen
+
+
 def _int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
                   calib: Calibration, where: str, notes: list[str], defaults: dict[str, Any],
-                  progress: Progress | None) -> tuple[Converted, dict[str, int]]:
-    """int8 with no --keep-float: the output softmax in float, and the small first conv too where
-    that measured more than 5% faster here (tfshrink.conversion.speed), all quantized from one
-    calibration. Returns (the converted model, op -> count of the ops it left in float)."""
-
-    choice = fastest_int8(graph_def, specs, outputs, options, calib.samples, where,
-                          progress=_phase(progress, "calibrating"))
+                  progress: Progress | None, target: str, plan: Plan | None
+                  ) -> tuple[Converted, dict[str, int], Delegation | None]:
+    """int8 with no --keep-float, from one calibration: the target's rules
+    (tfshrink.conversion.rules), or the plan's choices. Nothing is timed here unless tune() is
+    running (rules.TUNER). Returns (the converted model, op -> count of the ops it left in float,
+    XNNPACK's split of it)."""
+    calibrated = calibrate(graph_def, specs, outputs, options, calib.samples, where,
+                           _phase(progress, "calibrating"), notes)
+    if plan is not None:
+        choice = planned_int8(calibrated, options, where, plan)
+        defaults["plan"] = {"path": plan.path, "sha256": plan.sha256, "machine": plan.machine,
+                            "float": list(plan.float_tensors), "dynamic_range": list(choice.dynamic_range)}
+    else:
+        choice = rules_int8(calibrated, options, where, target)
+        tuner = TUNER.get()
+        if tuner is not None:
+            choice = tuner(calibrated, options, where, choice)
     notes.extend(choice.notes)
     if choice.softmax:
         defaults["output_softmax"] = {"tensors": list(choice.softmax), "kept_float": True}
     if choice.conv is not None:
-        defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": choice.kept,
-                                  "int8_p50_ms": choice.int8_ms, "first_conv_float_p50_ms": choice.kept_ms}
-    if choice.leading:
-        defaults["leading_layers"] = [
-            {"tensor": s.tensor, "op": s.op, "between": [t for t, _ in s.between], "dynamic_range": s.hybrid,
-             "int8_p50_ms": s.before_ms, "dynamic_range_p50_ms": s.after_ms, "kept": s.kept} for s in choice.leading]
-    if not choice.kept_float:
-        return Converted(choice.data), {}
-    kept_leading = len(choice.kept_leading)
-    defaults["keep_float"] = " and ".join([
-        *(["output softmax"] if choice.softmax else []),
-        *(["first conv (measured faster)"] if choice.kept else []),
-        *([f"the next {kept_leading} layer(s) in dynamic-range form (measured faster)"] if kept_leading else [])])
-    return Converted(choice.data, kept_float={"default": choice.kept_float}), choice.kept_ops
+        defaults["first_conv"] = {"tensor": choice.conv.tensor, "kept_float": True, "channels": choice.conv.channels,
+                                  "weights": choice.conv.weights}
+    if choice.islands:
+        defaults["xnnpack_float_ops"] = [{"op": op, "tensor": t} for op, t in choice.islands]
+    if choice.dynamic_range:
+        defaults["dynamic_range_layers"] = list(choice.dynamic_range)
+    if choice.delegation is not None and choice.delegation.partitions is not None:
+        defaults["xnnpack_partitions"] = choice.delegation.partitions
+    if not choice.kept_float and not choice.dynamic_range:
+        return Converted(choice.data), {}, choice.delegation
+    parts = [*(["output softmax"] if choice.softmax else []), *(["small first conv"] if choice.conv else []),
+             *([f"{len(choice.islands)} op(s) XNNPACK takes only in float"] if choice.islands else []),
+             *([f"{len(choice.kept_float) - len(choice.softmax) - (1 if choice.conv else 0) - len(choice.islands)} "
+                "tensor(s) from the plan"] if choice.extra_float else []),
+             *([f"{len(choice.dynamic_range)} layer(s) in dynamic-range form"] if choice.dynamic_range else [])]
+    defaults["keep_float"] = " and ".join(parts)
+    return (Converted(choice.data, kept_float={"default": choice.kept_float}), choice.kept_ops(calibrated),
+            choice.delegation)
 
 
 def _no_calibration(mode: str) -> None:

@@ -6,6 +6,13 @@ from __future__ import annotations
 MODES = ("none", "float16", "dynamic", "int8", "int16x8")
 IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
 CALIBRATED = ("int8", "int16x8")  # the modes that need calibration data (or FakeQuant ranges)
+TARGETS = ("cpu", "int8-only")  # what int8 is made for (tfshrink.conversion.rules)
+TARGET_HELP = {
+    "cpu": "LiteRT on CPU with XNNPACK (default): int8 with a float output softmax, a float small first conv "
+           "and float ops XNNPACK has no int8 kernel for, so that it runs in one XNNPACK partition",
+    "int8-only": "integer-only hardware (Edge TPU, NPU, microcontroller): every op int8 where an int8 kernel "
+                 "exists; float only at float32 I/O edges",
+}
 
 # What tfshrink chose and why, from LiteRT 2.3 measurements on an AVX2 x86 CPU (MobileNetV2 224
 # with random weights, and the digits CNN of the tests).

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tfshrink.conversion.delegation import Delegation
 from tfshrink.conversion.layers import AutoKeep, LayerError
 from tfshrink.data.calibration import Calibration
 from tfshrink.model import TensorSpec
@@ -38,6 +39,14 @@ class ConvertResult:
     layers: tuple[LayerError, ...] = ()  # per-layer quantization error (--report, --keep-float auto)
     auto_keep: AutoKeep | None = None
     report_files: tuple[str, ...] = ()
+    target: str = "cpu"  # what the model was made for: "cpu" (LiteRT with XNNPACK) or "int8-only"
+    delegation: Delegation | None = None  # how LiteRT's XNNPACK splits it (None: LiteRT could not load it)
+    plan: str | None = None  # sha256 of the tune plan applied
+
+    @property
+    def partitions(self) -> int | None:
+        """XNNPACK partitions of the written model (None: not measured)."""
+        return self.delegation.partitions if self.delegation is not None else None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -54,6 +63,8 @@ class ConvertResult:
             "layers": [x.to_json() for x in self.layers],
             "auto_keep_float": self.auto_keep.to_json() if self.auto_keep else None,
             "report_files": list(self.report_files),
+            "target": self.target, "plan_sha256": self.plan,
+            "xnnpack": self.delegation.to_json() if self.delegation is not None else None,
         }
 
     def _verification_json(self) -> dict[str, Any] | None:

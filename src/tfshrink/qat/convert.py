@@ -40,6 +40,7 @@ from tfshrink.conversion.fake_quant import (
     range_feeds,
     unquantized_outputs,
 )
+from tfshrink.conversion.rules import target_entry
 from tfshrink.data.shapes import fill_shapes
 from tfshrink.errors import UserError
 from tfshrink.fileio import atomic_write, check_output
@@ -132,7 +133,9 @@ def convert_qat(source: Any, output: str | Path, *, input_type: str = "float32",
         specs = _input_specs(graph_def, frozen.inputs, split_names(inputs), input_shapes or {}, where, notes)
         data = convert_fake_quant_graph(graph_def, specs, list(frozen.outputs), in_type, out_type, where)
 
-        data = rewrite(data, signature=([s.name for s in specs], list(frozen.outputs)))
+        # the default target's entry, as `convert --quantize int8` writes for the same graph: the same bytes
+        data = rewrite(data, target_entry("cpu", "int8", None), signature=([s.name for s in specs],
+                                                                           list(frozen.outputs)))
         prec = precision(data)
         if prec.float_ops:
             ops = ", ".join(f"{op} x{n}" for op, n in prec.float_ops.items())

@@ -12,6 +12,7 @@ import numpy as np
 from tfshrink.tflite.flatbuffer import opcode_names, pack, read, schema, text, type_names, unpack
 
 SIGNATURE_KEY = "serving_default"
+TARGET_METADATA = "tfshrink.target"  # JSON: {target, quantize, rules, plan_sha256}, written by convert
 _FLOAT_TYPES = ("FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16")
 
 
@@ -24,6 +25,22 @@ def read_metadata(data: bytes) -> dict[str, bytes]:
         buf = model.Buffers(md.Buffer())
         out[(md.Name() or b"").decode()] = bytes(buf.DataAsNumpy()) if buf.DataLength() else b""
     return out
+
+
+def read_target(data: bytes) -> dict[str, Any] | None:
+    """What convert recorded in TARGET_METADATA: {"target": "cpu" | "int8-only", "quantize": mode,
+    "rules": version, "plan_sha256": hash or None}; None when the entry is absent, {"error": ...}
+    when it is not valid JSON."""
+    import json
+
+    raw = read_metadata(data).get(TARGET_METADATA)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return {"error": f"the {TARGET_METADATA} metadata entry is corrupt"}
+    return doc if isinstance(doc, dict) else {"error": f"the {TARGET_METADATA} metadata entry is corrupt"}
 
 
 def rewrite(data: bytes, entries: Mapping[str, bytes] | None = None,
