@@ -17,7 +17,7 @@ from tfshrink.cli import cli, main
 
 GOLDEN = Path(__file__).parent / "golden"
 REGEN = os.environ.get("TFSHRINK_REGEN_GOLDEN") == "1"
-COMMANDS = ["freeze", "inspect", "verify", "transform", "convert", "bench", "compare", "run", "report", "view",
+COMMANDS = ["freeze", "inspect", "verify", "transform", "convert", "tune", "bench", "compare", "run", "report", "view",
             "qat", "demo"]
 # Values that are dicts keyed by data (op names, percentiles, metadata names): their keys are not
 # part of the interface.

@@ -255,3 +255,31 @@ def test_prelu_stays_float_so_xnnpack_takes_the_whole_model(no_timing: None, tmp
     assert r.ops["CONV_2D"] == 2 and r.precision.inner_conversions > 0
     assert not any("expected to be faster" in n for n in r.notes)
     assert r.verification.outputs[0].cosine > 0.99
+
+
+def test_cli_tune_then_convert_with_the_plan_and_inspect_shows_the_target(digits: builders.Digits, tmp_path: Path,
+                                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from tfshrink.cli import main
+
+    def cli(*argv: str) -> str:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in argv])
+        text = capsys.readouterr()
+        assert exc.value.code == 0, text.err
+        return text.out
+
+    plan = tmp_path / "plan.json"
+    out = cli("tune", digits.keras, "-o", plan, "--calibration", digits.calibration_npz, "--rounds", "1",
+              "--runs", "3")
+    assert f"plan {plan}" in out and "measured:" in out
+    made = [tmp_path / f"planned{i}.tflite" for i in (1, 2)]
+    for path in made:
+        text = cli("convert", digits.keras, "-o", path, "--quantize", "int8", "--calibration",
+                   digits.calibration_npz, "--plan", plan, "--no-verify")
+        assert "target: cpu (plan " in text and "XNNPACK partition" in text
+    assert made[0].read_bytes() == made[1].read_bytes()
+    assert "made for: cpu (int8, plan " in cli("inspect", made[0])
+    only = json.loads(cli("convert", digits.keras, "-o", tmp_path / "only.tflite", "--quantize", "int8",
+                          "--calibration", digits.calibration_npz, "--target", "int8-only", "--no-verify", "--json"))
+    assert only["target"] == "int8-only" and only["xnnpack"]["partitions"] >= 1

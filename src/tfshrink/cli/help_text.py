@@ -74,16 +74,29 @@ RMSE/scale; 0.289 is rounding alone), then keep the worst layers in float one at
 a time until --min-cosine (default 0.999) / --max-top1-drop holds; the output
 says what was kept and what it cost in size and latency. --report DIR writes the
 per-layer errors as layer_errors.csv/.png/.svg.
-int8 default: an output softmax stays float (XNNPACK has no int8 SOFTMAX); a first
-conv on an image input (<= 4 channels, < 1024 weights) is timed in float against
-int8 in LiteRT here and kept in float only if more than 5% faster (a note gives
-both latencies); --keep-float none: strict full int8.
+int8 --target cpu (default), by rules, never by timing: an output softmax stays
+float, a first conv on an image input (<= 4 channels, < 1024 weights) stays float,
+and so does an op XNNPACK has no int8 kernel for (PRELU), so that the model runs in
+one XNNPACK partition (the output says how many). --target int8-only (= --keep-float
+none): every op int8. `tfshrink tune` times the choices on a machine and writes a
+plan; --plan applies it (the same bytes on every machine).
 int8 activation ranges: each calibrated min/max is narrowed to the range with the
 least squared int8 error on the calibration samples (finer steps; rare extremes
 clip; model inputs and outputs keep theirs); --activation-ranges minmax keeps
 TFLite's min/max.
 A quantization-aware trained graph (FakeQuant nodes, e.g. a frozen create_eval_graph
 checkpoint) converts to int8 with its trained ranges and needs no --calibration.""",
+    "tune": """\b
+Examples:
+  tfshrink tune model.pb -o plan.json --calibration photos/ --preprocess size=48x48,mean=127.5,std=128
+  tfshrink convert model.pb -o model_int8.tflite --quantize int8 --calibration photos/ \\
+      --preprocess size=48x48,mean=127.5,std=128 --plan plan.json
+
+\b
+Run it on the device class the model is for (a phone's Python, or a CPU like it): it converts
+the int8 candidates (the rules' choices, a float first conv, leading layers in dynamic-range
+form), times each in LiteRT with XNNPACK in interleaved rounds, and writes the choices, every
+measurement and the machine's facts to the plan. convert --plan applies it without timing.""",
     "compare": """\b
 Examples:
   tfshrink compare model.pb model_fp16.tflite model_int8.tflite

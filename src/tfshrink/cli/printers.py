@@ -91,7 +91,11 @@ def print_fake_quant(con: Any, ranges: list[dict]) -> None:
 
 
 def print_tflite_extra(con: Any, extra: dict[str, Any]) -> None:
-    """inspect's lines for what `convert` stores: the preprocessing, and the ops left in float."""
+    """inspect's lines for what `convert` stores: the target, the preprocessing, and the ops left in float."""
+    made = extra.get("target")
+    if made:
+        plan = f", plan {str(made['plan_sha256'])[:12]}" if made.get("plan_sha256") else ""
+        con.print(f"made for: {esc(str(made.get('target')))} ({esc(str(made.get('quantize')))}{plan})")
     pre = extra.get("preprocess")
     if pre and "spec" in pre:
         con.print(f"preprocess: {pre['spec']} (x = (pixel - mean) / std on 0..255 pixels in {pre.get('color')} order; "
@@ -236,6 +240,10 @@ def print_convert(r: Any, values: dict[str, Any]) -> None:
     if r.report_files:
         con.print(f"  report: {', '.join(r.report_files)}")
     con.print("  ops: " + ", ".join(f"{op} {n}" for op, n in r.ops.items()))
+    if r.quantize in ("int8", "int16x8"):
+        con.print(f"  target: {r.target}" + (f" (plan {r.plan[:12]})" if r.plan else ""))
+    if r.delegation is not None:
+        con.print(f"  delegation: {r.delegation.describe()}")
     for note in r.notes:
         con.print(f"  [dim]note:[/] {note}")
     v = r.verification
@@ -301,3 +309,20 @@ def print_qat(r: Any, values: dict[str, Any]) -> None:
         for note in c.notes:
             con.print(f"  [dim]note:[/] {note}")
         _warn(c.warnings)
+
+
+def print_tune(r: Any, values: dict[str, Any]) -> None:
+    con = _console()
+    con.print(f"[bold]plan[/] {r.plan} (target {r.target}; {r.machine.get('cpu') or r.machine.get('machine', '')})")
+    floats = ", ".join(r.float_tensors) or "none"
+    dynamic = ", ".join(r.dynamic_range) or "none"
+    con.print(f"  kept in float: {floats}; dynamic-range: {dynamic} (the rules alone: "
+              f"{', '.join(r.rules_float) or 'none'})")
+    for m in r.measurements:
+        shown = ", ".join(f"{k} {v}" for k, v in m.items())
+        con.print(f"  measured: {shown}")
+    if r.partitions is not None:
+        con.print(f"  XNNPACK partitions of the planned model: {r.partitions}")
+    for note in r.notes:
+        con.print(f"  [dim]note:[/] {note}")
+    con.print(f"  apply it: tfshrink convert SOURCE -o OUT.tflite --quantize int8 --plan {r.plan} (same options)")

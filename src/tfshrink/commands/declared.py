@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tfshrink.commands import figures
 from tfshrink.commands.spec import Command, Option, RecipeKind
-from tfshrink.conversion.modes import MODES
+from tfshrink.conversion.modes import MODES, TARGETS
 
 _ALIASES = {"input_shape": "input_shapes", "bind": "binds"}
 _IO_TYPES = ("float32", "int8", "uint8", "int16")
@@ -150,6 +150,34 @@ BENCH = Command(
                       aliases=_ALIASES),
 )
 
+# Convert's options that also shape what `tune` measures: declared once, taken by both.
+_CALIBRATION = Option("calibration", ("--calibration",), "path", "Calibration data for int8/int16x8: image folder "
+                      "or glob, .npy/.npz, or random.", metavar="PATH|GLOB|random", literals=("random",))
+_CALIBRATION_SAMPLES = Option("calibration_samples", ("--calibration-samples",), "int", "Calibration samples to use "
+                              "(the first ones, in file-name order).", default=100, show_default=True, min=1)
+_PREPROCESS = Option("preprocess", ("--preprocess",), help="How pixels become the input, e.g. "
+                     "size=224x224,mean=127.5,std=127.5.", metavar="SPEC")
+_INPUT_TYPE = Option("input_type", ("--input-type",), "choice", "Model input type (int8/int16x8 only; default "
+                     "float32).", choices=_IO_TYPES, case_sensitive=False)
+_OUTPUT_TYPE = Option("output_type", ("--output-type",), "choice", "Model output type (int8/int16x8 only; default "
+                      "float32).", choices=_IO_TYPES, case_sensitive=False)
+_INPUTS = Option("inputs", ("--inputs",), "names", "Input tensors to convert from, comma-separated (default: the "
+                 "placeholders).")
+_OUTPUTS = Option("outputs", ("--outputs",), "names", "Output tensors, comma-separated (default: detected or the "
+                  "signature's).")
+_CUSTOM_OPS = Option("allow_custom_ops", ("--allow-custom-ops",), "bool", "Keep ops TFLite lacks as custom ops (the "
+                     "app registers them).")
+_TF_OPS = Option("select_tf_ops", ("--select-tf-ops",), "bool", "Run ops TFLite lacks with TF kernels (LiteRT's Flex "
+                 "delegate).")
+_RANGES = Option("activation_ranges", ("--activation-ranges",), "choice", "int8 activation ranges: mse narrows each "
+                 "calibrated min/max to its least squared int8 error on the calibration samples; minmax keeps "
+                 "TFLite's min/max.", default="mse", show_default=True, choices=("mse", "minmax"))
+_TARGET = Option("target", ("--target",), "choice", "What int8 is made for: cpu (LiteRT with XNNPACK: a float output "
+                 "softmax, small first conv and ops XNNPACK has no int8 kernel for, so the model runs in one "
+                 "partition) or int8-only (every op int8: Edge TPU, NPU, microcontrollers).", default="cpu",
+                 show_default=True, choices=TARGETS)
+_CONVERT_BIND = _binds("Replace a placeholder by a constant before converting (is_training=false); repeatable.")
+
 CONVERT = Command(
     "convert", "Convert a model to TFLite (float, float16, dynamic-range, int8, int16x8) and check it against the "
     "source.",
@@ -158,31 +186,24 @@ CONVERT = Command(
         _output("The .tflite file to write."),
         Option("quantize", ("--quantize",), "choice", "Weights/activations precision.", default="none",
                show_default=True, choices=MODES, case_sensitive=False),
-        Option("calibration", ("--calibration",), "path", "Calibration data for int8/int16x8: image folder or glob, "
-               ".npy/.npz, or random.", metavar="PATH|GLOB|random", literals=("random",)),
-        Option("calibration_samples", ("--calibration-samples",), "int", "Calibration samples to use (the first "
-               "ones, in file-name order).", default=100, show_default=True, min=1),
-        Option("preprocess", ("--preprocess",), help="How pixels become the input, e.g. "
-               "size=224x224,mean=127.5,std=127.5.", metavar="SPEC"),
-        Option("input_type", ("--input-type",), "choice", "Model input type (int8/int16x8 only; default float32).",
-               choices=_IO_TYPES, case_sensitive=False),
-        Option("output_type", ("--output-type",), "choice", "Model output type (int8/int16x8 only; default float32).",
-               choices=_IO_TYPES, case_sensitive=False),
+        _CALIBRATION,
+        _CALIBRATION_SAMPLES,
+        _PREPROCESS,
+        _INPUT_TYPE,
+        _OUTPUT_TYPE,
         _shapes(api="input_shapes"),
-        Option("inputs", ("--inputs",), "names", "Input tensors to convert from, comma-separated (default: the "
-               "placeholders)."),
-        Option("outputs", ("--outputs",), "names", "Output tensors, comma-separated (default: detected or the "
-               "signature's)."),
-        Option("allow_custom_ops", ("--allow-custom-ops",), "bool", "Keep ops TFLite lacks as custom ops (the app "
-               "registers them)."),
-        Option("select_tf_ops", ("--select-tf-ops",), "bool", "Run ops TFLite lacks with TF kernels (LiteRT's Flex "
-               "delegate)."),
+        _INPUTS,
+        _OUTPUTS,
+        _CUSTOM_OPS,
+        _TF_OPS,
+        _TARGET,
+        Option("plan", ("--plan",), "path", "Apply a plan written by `tfshrink tune` (its measured choices replace "
+               "the rules; int8, target cpu, no --keep-float).", metavar="PLAN.json"),
         Option("keep_float", ("--keep-float",), "names",
                "With --quantize int8: leave this TFLite op (CONV_2D) or TF node/scope in float (repeatable); "
                "auto: keep the worst layers, one at a time, until --min-cosine/--max-top1-drop holds; "
-               "none: strict full int8, every op that has an int8 kernel in int8 (by default an output "
-               "softmax stays float, and a small first conv and the layers after it too where that measures "
-               "faster); an op with no int8 kernel stays float and convert warns naming it.",
+               "none: every op that has an int8 kernel in int8 (--target int8-only); an op with no int8 kernel "
+               "stays float and convert warns naming it.",
                metavar="NODE|OP|auto|none", multiple=True),
         Option("min_cosine", ("--min-cosine",), "float", "--keep-float auto's target: every output's cosine to the "
                "source (default 0.999)."),
@@ -190,11 +211,9 @@ CONVERT = Command(
                "agreement, in percentage points.", metavar="POINTS"),
         Option("report", ("--report",), "outdir", "Write per-layer int8 error (RMSE/scale, QuantizationDebugger) to "
                "DIR as CSV and a chart.", metavar="DIR"),
-        Option("activation_ranges", ("--activation-ranges",), "choice", "int8 activation ranges: mse narrows each "
-               "calibrated min/max to its least squared int8 error on the calibration samples; minmax keeps "
-               "TFLite's min/max.", default="mse", show_default=True, choices=("mse", "minmax")),
+        _RANGES,
         *_SAVEDMODEL,
-        _binds("Replace a placeholder by a constant before converting (is_training=false); repeatable."),
+        _CONVERT_BIND,
         Option("no_verify", ("--no-verify",), "bool", "Skip comparing the result with the source.", api="verify",
                invert=True),
         _json(),
@@ -202,6 +221,34 @@ CONVERT = Command(
     api="tfshrink.conversion:convert", printer="tfshrink.cli.printers:print_convert", progress="phase", warns=True,
     recipe=RecipeKind(".tflite", "tflite", figures.convert, figures.TEXT["convert"], ("source", "output"),
                       aliases=_ALIASES),
+)
+
+TUNE = Command(
+    "tune", "Time the int8 default's choices on this machine and write them as a plan for `convert --plan`.",
+    (
+        Option("source", required=True, kind="model", recipe="input"),
+        Option("plan", ("-o", "--output"), help="The plan to write (.json).", required=True, recipe=False),
+        Option("calibration", _CALIBRATION.flags, "path", _CALIBRATION.help, metavar=_CALIBRATION.metavar,
+               literals=_CALIBRATION.literals, required=True),
+        _CALIBRATION_SAMPLES,
+        _PREPROCESS,
+        _INPUT_TYPE,
+        _OUTPUT_TYPE,
+        _shapes(api="input_shapes"),
+        _INPUTS,
+        _OUTPUTS,
+        _CUSTOM_OPS,
+        _TF_OPS,
+        _RANGES,
+        *_SAVEDMODEL,
+        _CONVERT_BIND,
+        Option("threads", ("--threads",), "int", "LiteRT threads to time with.", default=1, show_default=True, min=1),
+        Option("rounds", ("--rounds",), "int", "Interleaved timing rounds.", default=3, show_default=True, min=1),
+        Option("runs", ("--runs",), "int", "Runs per model per round (and at least 0.05 s).", default=30,
+               show_default=True, min=1),
+        _json(),
+    ),
+    api="tfshrink.conversion:tune", printer="tfshrink.cli.printers:print_tune", progress="phase",
 )
 
 COMPARE = Command(
@@ -298,5 +345,5 @@ DEMO = Command(
     api="tfshrink.demo:run_demo",
 )
 
-COMMANDS = {c.name: c for c in (FREEZE, INSPECT, VERIFY, TRANSFORM, BENCH, CONVERT, COMPARE, RUN, REPORT, VIEW, QAT,
-                                DEMO)}
+COMMANDS = {c.name: c for c in (FREEZE, INSPECT, VERIFY, TRANSFORM, BENCH, CONVERT, TUNE, COMPARE, RUN, REPORT, VIEW,
+                                QAT, DEMO)}
