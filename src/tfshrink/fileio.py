@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -79,7 +80,10 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     """Write `data` to a temporary file beside `path`, then rename it into place. The file gets the
     permissions a plain open() would give it (mkstemp's are owner-only)."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -87,9 +91,20 @@ def atomic_write(path: str | Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(target, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_error(target: Path, exc: OSError) -> UserError:
+    """A failed write (disk full, read-only, gone), said in one line; nothing was left behind."""
+    if exc.errno == errno.ENOSPC:
+        return UserError(f"{target}: the disk is full; nothing was written", "free some space, or write elsewhere")
+    return UserError(f"{target}: cannot write it ({exc.strerror or type(exc).__name__}); nothing was written",
+                     "choose a folder you can write to")
 
 
 @contextlib.contextmanager
@@ -97,12 +112,18 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside `path` (same suffix, for writers that go by it, such as Keras) to
     write to; renamed into place when the block ends without error, removed otherwise."""
     target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
+    except OSError as exc:
+        raise write_error(target, exc) from None
     os.close(fd)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(target, exc) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

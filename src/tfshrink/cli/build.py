@@ -42,7 +42,9 @@ def _param(o: Option) -> click.Parameter:
         if o.secondary is None:
             kwargs["is_flag"] = True
     else:
-        kwargs.update(type=_click_type(o), multiple=o.multiple, default=o.default)
+        kwargs.update(type=_click_type(o), multiple=o.multiple)
+        if o.default is not None:  # click 8.3+: an explicit None is a value, so `required` would never fire
+            kwargs["default"] = o.default
     return click.Option([*decls, o.key], **kwargs)
 
 

@@ -44,6 +44,14 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
     p = Path(path)
     if p.exists() and not p.is_dir() and not p.is_file():
         raise UserError(f"{p}: not a regular file (a FIFO, socket or device)", "give a model file")
+    head = b""
+    if p.is_file():  # an unreadable file is said to be one, whichever reader would have met it
+        try:
+            with p.open("rb") as f:
+                head = f.read(8)
+        except OSError as exc:
+            raise UserError(f"{p}: cannot read the file ({exc.strerror or type(exc).__name__})",
+                            "check its permissions") from None
     for fmt in FORMAT_MODULES:
         found = _module(fmt).detect(p)
         if found is not None:
@@ -53,7 +61,6 @@ def detect_format(path: str | Path) -> tuple[str, Path]:
                         "expected a SavedModel (saved_model.pb) or a TF1 checkpoint (checkpoint, *.meta)")
     if not p.exists():
         raise UserError(f"{p}: no such file or folder", "check the path")
-    head = p.read_bytes()[:8]
     for fmt in FORMAT_MODULES:
         sniff = getattr(_module(fmt), "sniff", None)
         if sniff is not None and sniff(head):

@@ -114,8 +114,13 @@ class CheckpointModel(SessionModel):
 
     def variable_shapes(self) -> dict[str, list[int]]:
         """Variable name -> shape, read from the checkpoint index (no values are loaded)."""
-        reader = _tf.tf().train.load_checkpoint(str(self.path))
-        return reader.get_variable_to_shape_map()
+        tf = _tf.tf()
+        try:
+            reader = tf.train.load_checkpoint(str(self.path))
+            return reader.get_variable_to_shape_map()
+        except (tf.errors.OpError, ValueError) as exc:
+            raise UserError(f"{self.path}: cannot read the checkpoint index: {first_line(exc)}",
+                            "the .index file is truncated or corrupt; copy it again") from None
 
     def _build_session(self) -> tuple[Any, Any]:
         refuse_io_ops(io_nodes(self.meta_graph.graph_def, [o.name for o in self.outputs], graph=self.ir),

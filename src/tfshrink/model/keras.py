@@ -56,7 +56,12 @@ class KerasModel(Model):
                 raise UserError(f"{self.path}: input {name!r} was not given",
                                 f"inputs are {', '.join(self._input_names)}")
             args.append(np.asarray(feeds[name]))
-        result = self.keras_model(args if self._as_list else args[0], training=False)
+        tf = _tf.tf()
+        try:
+            result = self.keras_model(args if self._as_list else args[0], training=False)
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:  # inputs of the wrong shape or type
+            raise UserError(f"{self.path}: running the model failed: {first_line(exc)}",
+                            f"the model expects {', '.join(s.name + s.shape_text() for s in self.inputs)}") from None
         if not isinstance(result, (list, tuple)):
             result = [result]
         return {n: np.asarray(r) for n, r in zip(self._output_names, result, strict=True)}

@@ -55,7 +55,7 @@ class SessionModel(Model):
         tf = _tf.tf()
         try:
             values = sess.run(fetches, feed_dict)
-        except tf.errors.InvalidArgumentError as exc:
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:  # ValueError: a feed of the wrong shape or type
             first = first_line(exc)
             raise UserError(f"{self.path}: running the model failed: {first}",
                             "check input shapes and that every placeholder is fed "

@@ -66,7 +66,11 @@ class TFLiteModel(Model):
         """`num_threads` None lets LiteRT choose; `xnnpack` False loads the model without LiteRT's
         default delegate (XNNPACK), so every op runs on the builtin kernels."""
         super().__init__(path)
-        self.model_bytes = path.read_bytes()
+        try:
+            self.model_bytes = path.read_bytes()
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the file ({exc.strerror or type(exc).__name__})",
+                            "check its permissions") from None
         if len(self.model_bytes) < 8 or self.model_bytes[4:8] != b"TFL3":
             raise UserError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)",
                             "the file is truncated or not a .tflite model")

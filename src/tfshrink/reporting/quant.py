@@ -15,6 +15,7 @@ are used when present. A folder is searched for one such CSV (layer_errors.csv f
 from __future__ import annotations
 
 import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,41 +79,71 @@ def _column(header: dict[str, str], choices: tuple[str, ...]) -> str | None:
     return None
 
 
+MAX_CSV_BYTES = 64 << 20  # a per-layer CSV is kilobytes; far more is not one (and is not read whole)
+
+
+def _read_text(p: Path) -> str:
+    """The CSV's text: UTF-8 (a BOM allowed), no NUL bytes; anything else is a UserError."""
+    try:
+        with p.open("rb") as f:
+            data = f.read(MAX_CSV_BYTES + 1)
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read the file ({exc.strerror or type(exc).__name__})",
+                        "check the path and its permissions") from None
+    if len(data) > MAX_CSV_BYTES:
+        raise UserError(f"{p}: over {MAX_CSV_BYTES >> 20} MiB, not a per-layer quantization error CSV",
+                        "give the CSV from tfshrink convert --report")
+    try:
+        if b"\0" in data:
+            raise ValueError("NUL byte")
+        return data.decode("utf-8-sig")
+    except ValueError:
+        raise UserError(f"{p}: a binary file, not a UTF-8 CSV",
+                        "give the CSV from tfshrink convert --report or QuantizationDebugger") from None
+
+
 def read_quant_errors(path: str | Path) -> list[LayerError]:
     """The per-layer RMSE/scale values of a CSV (or of the one CSV in a folder), in file order."""
     p = Path(path)
     if p.is_dir():
         p = _find_csv(p)
+    if p.exists() and not p.is_file():
+        raise UserError(f"{p}: not a regular file (a FIFO, socket or device)",
+                        "give the CSV from tfshrink convert --report")
     if not p.is_file():
         raise UserError(f"{p}: no such quantization error file",
                         "give the CSV from tfshrink convert --report")
-    with p.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
-        layer_col = _column(header, _LAYER_COLUMNS)
-        ratio_col = _column(header, _RATIO_COLUMNS)
-        mse_col, scale_col = header.get("mean_squared_error"), header.get("scale")
-        if layer_col is None or (ratio_col is None and (mse_col is None or scale_col is None)):
-            columns = ", ".join(header) or "none"
-            raise UserError(f"{p}: not a per-layer quantization error CSV (columns: {columns})",
-                            "expected a layer column and rmse/scale, or mean_squared_error and scale")
-        op_col = next((header[c] for c in ("op", "op_name") if c in header and header[c] != layer_col), None)
-        flag_col, kept_col = header.get("flagged"), header.get("kept_float")
-        out = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                if ratio_col is not None:
-                    value = float(row[ratio_col])
-                else:
-                    scale = float(row[scale_col])  # type: ignore[index]
-                    value = math.sqrt(float(row[mse_col])) / scale if scale else math.nan  # type: ignore[index]
-            except (TypeError, ValueError):
-                raise UserError(f"{p}:{line}: not a number in the error columns", "check the CSV") from None
-            if math.isnan(value):
-                continue
-            out.append(LayerError(str(row[layer_col]), str(row.get(op_col, "") if op_col else ""), value,
-                                  _bool(row.get(flag_col)) if flag_col else None,
-                                  bool(_bool(row.get(kept_col))) if kept_col else False))
+    text = _read_text(p)
+    try:
+        with io.StringIO(text, newline="") as f:
+            reader = csv.DictReader(f)
+            header = {h.strip().lower(): h for h in (reader.fieldnames or [])}
+            layer_col = _column(header, _LAYER_COLUMNS)
+            ratio_col = _column(header, _RATIO_COLUMNS)
+            mse_col, scale_col = header.get("mean_squared_error"), header.get("scale")
+            if layer_col is None or (ratio_col is None and (mse_col is None or scale_col is None)):
+                columns = ", ".join(header) or "none"
+                raise UserError(f"{p}: not a per-layer quantization error CSV (columns: {columns})",
+                                "expected a layer column and rmse/scale, or mean_squared_error and scale")
+            op_col = next((header[c] for c in ("op", "op_name") if c in header and header[c] != layer_col), None)
+            flag_col, kept_col = header.get("flagged"), header.get("kept_float")
+            out = []
+            for line, row in enumerate(reader, start=2):
+                try:
+                    if ratio_col is not None:
+                        value = float(row[ratio_col])
+                    else:
+                        scale = float(row[scale_col])  # type: ignore[index]
+                        value = math.sqrt(float(row[mse_col])) / scale if scale else math.nan  # type: ignore[index]
+                except (TypeError, ValueError):
+                    raise UserError(f"{p}:{line}: not a number in the error columns", "check the CSV") from None
+                if math.isnan(value):
+                    continue
+                out.append(LayerError(str(row[layer_col]), str(row.get(op_col, "") if op_col else ""), value,
+                                      _bool(row.get(flag_col)) if flag_col else None,
+                                      bool(_bool(row.get(kept_col))) if kept_col else False))
+    except csv.Error as exc:  # e.g. a field over the csv module's size limit
+        raise UserError(f"{p}: not a readable CSV ({exc})", "give the CSV from tfshrink convert --report") from None
     if not out:
         raise UserError(f"{p}: the CSV lists no layers", "give the CSV from tfshrink convert --report")
     return out

@@ -8,6 +8,13 @@ Netron's server answers for every file in the served file's folder. So tfshrink 
 hard link where it can) of the one model file, under a fixed name, from a private temporary
 folder: other files of the user's folder are not reachable. Requests whose Host header is not
 localhost, 127.0.0.1 or [::1] get 403, so a web page cannot reach the server by DNS rebinding.
+
+Netron's page, as its own server sends it, would call out: ipinfo.io (to decide whether to ask for
+cookie consent, then a consent banner that holds the graph back until clicked) and Google
+Analytics. tfshrink's page makes no network call: a Content-Security-Policy header limits every
+fetch, script, worker and beacon to the local server; the `consent` cookie Netron checks is preset
+(no banner, no ipinfo.io); and the page's build date is dropped, so an older Netron never locks the
+page behind its "Please update" prompt (it counts 180 days from that date).
 """
 
 from __future__ import annotations
@@ -32,6 +39,19 @@ __all__ = ["ViewServer", "view"]
 
 HOST = "localhost"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+# Sent with every response: the page may load and connect only to this server. Netron's index.html
+# has inline styles and builds images from data: URLs (PNG export); nothing else is allowed.
+SECURITY_HEADERS = (
+    ("Content-Security-Policy",
+     "default-src 'self'; script-src 'self'; connect-src 'self'; worker-src 'self'; "
+     "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; font-src 'self' data:; "
+     "object-src 'none'; frame-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cross-Origin-Resource-Policy", "same-origin"),
+)
+_BUILD_DATE = re.compile(rb'<meta name="date" content="[^"]*">\s*')
 
 
 @dataclass
@@ -140,7 +160,9 @@ def _private_copy(served: Path, tmp: Path | None) -> tuple[Path, Path]:
 
 
 def _guard_host() -> None:
-    """Make Netron's request handler answer 403 to any Host but this machine's loopback names.
+    """Make Netron's request handler answer 403 to any Host but this machine's loopback names, send
+    SECURITY_HEADERS with every response, and serve its page without the consent banner and the
+    build date (see the module's note).
 
     Private: netron.server exposes no hook for this; its handler class is replaced by a subclass
     that checks the Host header first (once per process)."""
@@ -152,6 +174,21 @@ def _guard_host() -> None:
 
     class Guarded(base):  # type: ignore[misc, valid-type]
         tfshrink_guarded = True
+        _page = False  # this response is Netron's page (one request per handler: HTTP/1.0)
+
+        def end_headers(self) -> None:
+            for name, value in SECURITY_HEADERS:
+                self.send_header(name, value)
+            if self._page:  # Netron reads it from document.cookie: not HttpOnly
+                self.send_header("Set-Cookie", f"consent={int(time.time() * 1000)}; Path=/; "
+                                               "Max-Age=2592000; SameSite=Strict")
+            super().end_headers()
+
+        def _write(self, status_code: int, content_type: str | None, content: bytes | None) -> None:
+            if content_type == "text/html" and content:
+                self._page = True
+                content = _BUILD_DATE.sub(b"", content)
+            super()._write(status_code, content_type, content)
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's name)
             host = (self.headers.get("Host") or "").strip().lower()
