@@ -510,8 +510,6 @@ KNOWN_OPEN = {
         "conversion/layers.py write_report writes the CSV/PNG/SVG in place, after api.py wrote the .tflite",
     "convert --report equal to -o":
         "conversion/api.py does not refuse --report naming the -o file (or any existing non-folder) up front",
-    "recipe: a convert report named summary.json":
-        "recipe/parse.py does not refuse a convert step's report folder named summary.json",
 }
 
 

@@ -292,6 +292,10 @@ class _Validator:
             inside = isinstance(folder, str) and folder and not Path(folder).is_absolute()
             if not inside or ".." in Path(folder).parts:
                 raise bad
+            if Path(folder).parts[0] in ("summary.json", ".tfshrink-cache"):
+                raise self.err.at(line, f"{where}: {name} {folder!r} is where the run writes its "
+                                  f"{'summary' if folder.startswith('summary') else 'cache'}",
+                                  "give the report folder another name")
             return folder
         return value  # "any": passed on as written
 

@@ -324,9 +324,14 @@ def _check_outputs(r: Recipe, out_dir: Path, force: bool) -> None:
     earlier run of a recipe wrote into this folder (a user's own model, say); --force replaces the
     latter."""
     written = recorded_outputs(out_dir) | _summary_outputs(out_dir)
+    outputs = {_output_name(s): s for s in r.steps}
     for step in r.steps:
         name = _output_name(step)
         where = f"{r.display}:{step.line}"
+        report = step.options.get("report") if step.kind == "convert" else None
+        if report and Path(report).parts[0] in outputs:
+            raise UserError(f"{r.display}:{step.line_of('report')}: step {step.name!r}'s report folder {report!r} "
+                            f"is step {outputs[Path(report).parts[0]].name!r}'s output", "give it another name")
         if name == SUMMARY:
             raise UserError(f"{where}: step {step.name!r} would write {SUMMARY}, which the run writes",
                             "give the step another name")
