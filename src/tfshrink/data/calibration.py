@@ -1,22 +1,30 @@
-"""Calibration data for full-integer quantization: images, arrays, or (with a warning) random.
+"""Calibration data for full-integer quantization: images, arrays, streamed datasets, or (with a
+warning) random.
 
 Images (a folder or a glob of JPEG/PNG files) are decoded, converted and resized per the
 preprocessing SPEC; unreadable ones are skipped and counted. Arrays come from .npy (one input)
-or .npz (keyed by input name). Everything is loaded before the converter runs, in sorted file
-order, so the same files give the same model bytes.
+or .npz (keyed by input name). Both are loaded before the converter runs, in sorted file order, so
+the same files give the same model bytes.
+
+Streamed datasets (tfshrink.data.stream: TFRecord files with a parse spec, a dataset file, or a
+`module:function` entry point) are never loaded whole: one pass reads and checks the samples
+(shapes, finite values; `progress` counts them), and every later pass (the converter's
+calibration, range refinement, verification) reads the files again, in the same sorted order, so
+memory stays flat as the dataset grows and the same files give the same model bytes.
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tfshrink.errors import UserError
+from tfshrink.data import stream
+from tfshrink.errors import UserError, first_line
 from tfshrink.tflite.preprocess import SPEC_HINT, Preprocess
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -36,12 +44,14 @@ class InputSpec:
 
 @dataclass
 class Calibration:
-    """Loaded calibration samples (each a dict input name -> array) and what happened loading them."""
+    """Calibration samples (each a dict input name -> array) and what happened loading them.
+    `samples` is a list, or for a streamed dataset a `stream.Stream` that reads them again on
+    every pass (a Sequence: len, iteration, slices)."""
 
     source: str
-    kind: str  # "images" | "arrays" | "random"
-    samples: list[dict[str, np.ndarray]]
-    candidates: int = 0  # image files found
+    kind: str  # "images" | "arrays" | "random" | "tfrecord" | "dataset"
+    samples: Sequence[dict[str, np.ndarray]]
+    candidates: int = 0  # image files found (TFRecord files for "tfrecord")
     skipped: list[str] = field(default_factory=list)  # "file: reason" of unreadable images
     resized: int = 0
     notes: list[str] = field(default_factory=list)
@@ -50,6 +60,9 @@ class Calibration:
     def summary(self) -> str:
         if self.kind == "random":
             return f"{len(self.samples)} random samples"
+        if self.kind in ("tfrecord", "dataset"):
+            files = f", {self.candidates} file(s)" if self.kind == "tfrecord" else ""
+            return f"{len(self.samples)} samples streamed from {self.source}{files}"
         text = f"{len(self.samples)} {'images' if self.kind == 'images' else 'samples'} from {self.source}"
         extra = []
         if self.skipped:
@@ -66,14 +79,21 @@ class Calibration:
 
 def load_calibration(source: str | Path, inputs: Sequence[InputSpec], *, samples: int = 100,
                      preprocess: Preprocess | None = None, seed: int = 0,
-                     progress: Callable[[int, int], None] | None = None) -> Calibration:
+                     progress: Callable[[int, int], None] | None = None,
+                     spec: str | Path | None = None) -> Calibration:
     """Load up to `samples` calibration samples for `inputs` from `source`: a folder or glob of
-    images, an .npy/.npz file, or "random". `preprocess` must be resolved against the image input."""
+    images, an .npy/.npz file, "random", or a streamed dataset (TFRecord files read per the parse
+    `spec`, a .toml/.json dataset file, or a `module:function` entry point; see
+    tfshrink.data.stream). `preprocess` must be resolved against the image input; it also
+    normalizes uint8 pixels that a dataset feeds to a float input. `progress(done, total)` counts
+    the samples read."""
     if samples < 1:
         raise UserError(f"--calibration-samples {samples} must be at least 1", "e.g. --calibration-samples 100")
     text = str(source)
     if text == RANDOM:
         return _random(inputs, samples, preprocess, seed)
+    if stream.is_streamed(text, spec):
+        return streamed(text, inputs, samples, preprocess, progress, spec)
     path = Path(text)
     if path.is_file() and path.suffix.lower() in (".npy", ".npz"):
         return _finite(_arrays(path, inputs, samples, preprocess), path)
@@ -91,8 +111,10 @@ def load_calibration(source: str | Path, inputs: Sequence[InputSpec], *, samples
                             "check the pattern (quote it so the shell leaves it alone)")
         return _images(text, files, inputs, samples, preprocess, progress)
     if path.is_file():
-        raise UserError(f"{path}: calibration data must be a folder or glob of JPEG/PNG images, or .npy/.npz",
-                        "e.g. --calibration photos/ or --calibration 'photos/*.jpg' or --calibration samples.npz")
+        raise UserError(f"{path}: calibration data must be a folder or glob of JPEG/PNG images, .npy/.npz, "
+                        "TFRecords (a .toml/.json dataset file) or a module:function entry point",
+                        "e.g. --calibration photos/ or --calibration 'photos/*.jpg' or --calibration samples.npz "
+                        "or --calibration calib.toml")
     raise UserError(f"{path}: no such calibration file or folder", "check the path, or pass --calibration random")
 
 
@@ -226,17 +248,72 @@ def _arrays(path: Path, inputs: Sequence[InputSpec], samples: int, preprocess: P
 
 def _as_input(path: Path, spec: InputSpec, array: np.ndarray, preprocess: Preprocess | None,
               out: Calibration) -> np.ndarray:
+    return _input_conversion(str(path), spec, array.dtype, preprocess, out, "calibration array")(array)
+
+
+def _input_conversion(where: str, spec: InputSpec, dtype: np.dtype, preprocess: Preprocess | None,
+                      out: Calibration, what: str) -> Callable[[np.ndarray], np.ndarray]:
+    """How values of `dtype` become the input `spec`: uint8 pixels for a float input normalized
+    per `preprocess` (or fed as 0..255, with a warning), everything else cast. Notes and warnings
+    go to `out` once."""
     target = np.dtype(spec.dtype)
-    if array.dtype == np.uint8 and target.kind == "f":
+    if dtype == np.uint8 and target.kind == "f":
         if preprocess is not None and preprocess.input == spec.name:
-            out.notes.append(f"uint8 calibration array for {spec.name!r} normalized per --preprocess "
+            out.notes.append(f"uint8 {what} for {spec.name!r} normalized per --preprocess "
                              "(taken as pixels already in its size and color order)")
-            return preprocess.normalize(array).astype(target)
-        out.warnings.append(f"calibration array for {spec.name!r} is uint8 pixels but the input is {target.name} "
+            return lambda array: preprocess.normalize(array).astype(target)
+        out.warnings.append(f"{what} for {spec.name!r} is uint8 pixels but the input is {target.name} "
                             f"and no --preprocess says how to normalize them; fed as 0..255 ({SPEC_HINT})")
-    if array.dtype.kind not in "fiub":
-        raise UserError(f"{path}: calibration array for {spec.name!r} is {array.dtype}", "give numeric arrays")
-    return array.astype(target, copy=False)
+    if np.dtype(dtype).kind not in "fiub":
+        raise UserError(f"{where}: {what} for {spec.name!r} is {dtype}", "give numeric arrays")
+    return lambda array: array.astype(target, copy=False)
+
+
+def streamed(text: str, inputs: Sequence[InputSpec], samples: int, preprocess: Preprocess | None,
+             progress: Callable[[int, int], None] | None, spec: str | Path | None,
+             what: str = "--calibration") -> Calibration:
+    """Up to `samples` samples for `inputs` streamed from a tf.data pipeline (see load_calibration):
+    one checking pass now, a fresh read of the same files on every later pass. `what` names the
+    option in messages."""
+    where = f"{what} {text}"
+    source = stream.open_source(text, spec, what=what)
+    out = Calibration(text, "tfrecord" if source.kind == "tfrecord" else "dataset", [],
+                      candidates=len(source.files))
+
+    def batches() -> Iterator[dict[str, np.ndarray]]:
+        try:
+            ds = stream.input_samples(stream.dataset(source, what=what), inputs, where).take(samples)
+            yield from ds.as_numpy_iterator()
+        except stream.tf_errors() as exc:
+            raise UserError(f"{where}: cannot read the dataset: {first_line(exc)}",
+                            "check the files against the parse spec") from None
+
+    convert: dict[str, Callable[[np.ndarray], np.ndarray]] = {}
+    count = 0
+    for raw in batches():
+        if not convert:
+            convert = {s.name: _input_conversion(where, s, raw[s.name].dtype, preprocess, out, f"{what} data")
+                       for s in inputs}
+        for s in inputs:
+            value = convert[s.name](raw[s.name])
+            if tuple(value.shape) != s.shape:
+                raise UserError(f"{where}: sample {count + 1} of {s.name!r} has shape {list(value.shape)}, "
+                                f"the input is {list(s.shape)}", "fix the SHAPE in the parse spec")
+            if value.dtype.kind == "f" and not np.isfinite(value).all():
+                raise UserError(f"{where}: input {s.name!r} holds NaN or infinite values "
+                                f"(sample {count + 1})", "clean the data first")
+        count += 1
+        if progress is not None:
+            progress(count, samples)
+    if not count:
+        raise UserError(f"{where}: the dataset gives no complete sample", "check that it holds records")
+    if progress is not None and count < samples:
+        progress(count, count)
+    if count < samples:
+        out.notes.append(f"{where} holds {count} sample(s), fewer than the {samples} asked for")
+    out.samples = stream.Stream(lambda: ({n: convert[n](v) for n, v in raw.items()} for raw in batches()),
+                                count, text)
+    return out
 
 
 def _split(path: Path, spec: InputSpec, array: np.ndarray) -> list[np.ndarray]:

@@ -40,8 +40,8 @@ class _Ranges:
         lo, hi = self.min, self.max
         if training:
             seen = ops.stop_gradient(x)
-            batch_min = ops.minimum(ops.min(seen), 0.0)
-            batch_max = ops.maximum(ops.max(seen), 0.0)
+            batch_min, batch_max = _global_batch_range(ops.minimum(ops.min(seen), 0.0),
+                                                       ops.maximum(ops.max(seen), 0.0))
             n = ops.convert_to_tensor(self.count)
             decay = ops.minimum(ema_decay, n / (n + 1.0))
             lo_value = ops.convert_to_tensor(self.min) * decay + batch_min * (1.0 - decay)
@@ -51,6 +51,20 @@ class _Ranges:
             self.count.assign(n + 1.0)
             lo, hi = lo_value, hi_value
         return keras.quantizers.fake_quant_with_min_max_vars(x, lo, hi, num_bits=num_bits, narrow_range=False)
+
+
+def _global_batch_range(low: Any, high: Any) -> tuple[Any, Any]:
+    """Under a tf.distribute strategy with several replicas, the range of the whole global batch
+    (the min and max over every replica's part), so that every replica makes the same update a
+    single process training on that batch would make, and the ranges stay the same everywhere.
+    Alone, the range as it is."""
+    tf = _tf.tf()
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return low, high
+    both = ops.reshape(ops.stack([-ops.convert_to_tensor(low), ops.convert_to_tensor(high)]), (1, 2))
+    widest = ops.max(context.all_gather(both, axis=0), axis=0)
+    return -widest[0], widest[1]
 
 
 def _weight_quant(kernel: Any, axis: int | None, num_bits: int = 8) -> Any:

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from tfshrink.data.calibration import IMAGE_SUFFIXES, InputSpec, image_input, load_calibration
-from tfshrink.data.feeds import concrete_shape, load_feeds, random_feeds
+from tfshrink.data.feeds import concrete_shape, load_feeds, random_feeds, streamed_feeds
+from tfshrink.data.stream import is_streamed
 from tfshrink.errors import UserError
 from tfshrink.model import Model, load, savedmodel_options
 from tfshrink.model.base import TensorSpec
@@ -263,9 +264,14 @@ def image_feed_list(model: Model, images: str | Path, preprocess: Any, samples: 
 
 def make_feed_list(model: Model, *, inputs: str | Path | None = None, samples: int = 1, seed: int = 0,
                    shapes: Mapping[str, Sequence[int]] | None = None,
-                   preprocess: Any = None) -> list[dict[str, np.ndarray]]:
-    """Feeds: from an .npz, from images (per `preprocess`; `samples` images at most), or `samples`
-    seeded random sets."""
+                   preprocess: Any = None, inputs_spec: str | Path | None = None) -> Sequence[dict[str, np.ndarray]]:
+    """Feeds: from an .npz, from images (per `preprocess`; `samples` images at most), from a
+    streamed dataset (TFRecords read per `inputs_spec`, a .toml/.json dataset file, or a
+    module:function entry point; `samples` feeds at most, read as they are compared), or
+    `samples` seeded random sets."""
+    if inputs is not None and is_streamed(inputs, inputs_spec):
+        return streamed_feeds(inputs, model.inputs, samples=max(samples, 1), spec=inputs_spec, shapes=shapes,
+                              preprocess=preprocess)
     if inputs is not None and is_images(inputs):
         return image_feed_list(model, inputs, preprocess, max(samples, 1), shapes)
     if inputs is not None:
@@ -280,13 +286,16 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
            shapes: Mapping[str, Sequence[int]] | None = None,
            progress: Callable[[int, int], None] | None = None, preprocess: Any = None,
            binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
-           tags: str | None = None) -> VerifyResult:
+           tags: str | None = None, inputs_spec: str | Path | None = None) -> VerifyResult:
     """Compare two models of any formats on the same inputs: random and seeded, an .npz, or images
     (a folder, glob or file; at most `samples` of them) turned into inputs by `preprocess` or, when
     it is None, by the preprocessing a .tflite among the two stores (tfshrink convert --preprocess).
     `binds` (NAME=VALUE, or {name: value}) feed a constant to whichever model has that input
     (is_training=false for a training checkpoint against its frozen graph). `signature` and `tags`
-    pick the signature and MetaGraph of the SavedModel(s) among the two."""
+    pick the signature and MetaGraph of the SavedModel(s) among the two. `inputs` may also be a
+    streamed dataset (tfshrink.data.stream: TFRecords read per the parse spec `inputs_spec`, a
+    .toml/.json dataset file, a module:function entry point): at most `samples` feeds, read one
+    at a time."""
 
     check_tolerances(atol, rtol)
     bind_map = parse_binds(binds)
@@ -304,9 +313,11 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
                     raise unknown_name_error("input", name, sorted(known), f"{ma.path} / {mb.path}")
             va = SourceView(ma, bound=bound_values(ma, bind_map))
             vb = SourceView(mb, bound=bound_values(mb, bind_map))
-        if inputs is not None and is_images(inputs) and preprocess is None:
+        streamed = inputs is not None and is_streamed(inputs, inputs_spec)
+        if inputs is not None and (streamed or is_images(inputs)) and preprocess is None:
             preprocess = stored_preprocess(mb, ma)
-        feeds = make_feed_list(va, inputs=inputs, samples=samples, seed=seed, shapes=shapes, preprocess=preprocess)
+        feeds = make_feed_list(va, inputs=inputs, samples=samples, seed=seed, shapes=shapes, preprocess=preprocess,
+                               inputs_spec=inputs_spec)
         return compare(va, vb, feeds, atol=atol, rtol=rtol, progress=progress)
     finally:
         if not isinstance(a, Model):
