@@ -37,7 +37,8 @@ LR = 1e-4
 SPEC = "pixels=x:float32:8,8,1; digit=y:int64"
 WORKER = """
 import json, sys
-from tfshrink.qat.train import make_strategy, qat_keras
+from tfshrink.qat.distributed import make_strategy
+from tfshrink.qat.train import qat_keras
 args = json.loads(sys.argv[1])
 strategy = make_strategy("multi-worker")  # reads TF_CONFIG, before anything else runs in TensorFlow
 results = {}

@@ -21,9 +21,8 @@ the .tflite. Without a strategy, training is Keras's `fit`, as it always was.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,89 +30,17 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.data import stream
-from tfshrink.errors import UserError, first_line
+from tfshrink.errors import UserError
 from tfshrink.fileio import atomic_path, check_output
 from tfshrink.model import detect_format
 from tfshrink.model.tflite import TFLiteModel
 from tfshrink.qat.convert import convert_qat
+from tfshrink.qat.data import SHUFFLE_BUFFER, Dataset, Labels, Streamed, load_data
+from tfshrink.qat.distributed import backup_callback, fit_distributed, make_strategy, resumed
 from tfshrink.qat.keras import quantize_model, quantized_layers
 
 Progress = Callable[[int, int], None]
-X_KEYS = stream.X_KEYS
-Y_KEYS = ("y", "labels", "targets")
-STRATEGIES = ("mirrored", "multi-worker")
-SHUFFLE_BUFFER = 1024  # streamed training records held for shuffling (with the files' order, reshuffled each epoch)
 EVAL_BATCH = 256
-SCAN_BATCH = 1024
-
-
-@dataclass(frozen=True)
-class Labels:
-    """What the loss is chosen from: the labels' dtype kind, rank (with the batch dim), width (of
-    2-D labels), range, and whether every value is 0 or 1."""
-
-    kind: str
-    ndim: int
-    width: int | None
-    low: float
-    high: float
-    binary: bool
-
-    @classmethod
-    def of(cls, y: np.ndarray) -> Labels:
-        return cls(y.dtype.kind, y.ndim, int(y.shape[1]) if y.ndim == 2 else None, float(y.min()), float(y.max()),
-                   bool(np.all((y == 0) | (y == 1))))
-
-    def merge(self, other: Labels) -> Labels:
-        return Labels(self.kind, self.ndim, self.width, min(self.low, other.low), max(self.high, other.high),
-                      self.binary and other.binary)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Training or validation arrays from an .npz, held whole."""
-
-    path: str
-    x: np.ndarray
-    y: np.ndarray
-
-    @property
-    def count(self) -> int:
-        return len(self.x)
-
-    @property
-    def sample_shape(self) -> tuple[int, ...]:
-        return tuple(self.x.shape[1:])
-
-    def labels(self) -> Labels:
-        return Labels.of(self.y)
-
-
-@dataclass(frozen=True)
-class Streamed:
-    """Training or validation (x, y) pairs streamed from `source`: `count` pairs, never held."""
-
-    path: str
-    source: stream.Source
-    count: int
-    sample_shape: tuple[int, ...]
-    label_summary: Labels
-    make: Callable[..., Any]  # (shard=None, shuffle_files=None) -> tf.data.Dataset of (x, y) pairs
-
-    def labels(self) -> Labels:
-        return self.label_summary
-
-    def pairs(self, **options: Any) -> Any:
-        return self.make(**options)
-
-    def batches(self, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        try:
-            yield from self.make().batch(size).as_numpy_iterator()
-        except stream.tf_errors() as exc:
-            raise UserError(f"{self.path}: cannot read the dataset: {first_line(exc)}",
-                            "check the files against the parse spec") from None
-
 
 
 @dataclass
@@ -145,104 +72,6 @@ class QatResult:
                 "loss_per_epoch": self.history, "layers": self.layers,
                 "float": self.float_metric, "qat": self.qat_metric, "int8_tflite": self.int8_metric,
                 "convert": self.convert.to_json() if self.convert is not None else None, "notes": self.notes}
-
-
-def load_dataset(path: str | Path, input_name: str, what: str) -> Dataset:
-    """Inputs and labels from an .npz: inputs under `x` (or the model's input name), labels under `y`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"{what} {p}: no such file", "give an .npz with arrays x (inputs) and y (labels)")
-    try:
-        with np.load(p, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in data.files}
-    except Exception:
-        raise UserError(f"{what} {p}: cannot read as .npz", "save it with numpy.savez(path, x=inputs, y=labels)") from None
-    x_key = next((k for k in (input_name, *X_KEYS) if k in arrays), None)
-    y_key = next((k for k in Y_KEYS if k in arrays), None)
-    if x_key is None or y_key is None:
-        raise UserError(f"{what} {p}: needs arrays x (inputs) and y (labels); it has {', '.join(arrays) or 'none'}",
-                        "save it with numpy.savez(path, x=inputs, y=labels)")
-    x, y = arrays[x_key], arrays[y_key]
-    if len(x) != len(y) or not len(x):
-        raise UserError(f"{what} {p}: {len(x)} inputs but {len(y)} labels", "give one label per input")
-    for name, array in ((x_key, x), (y_key, y)):
-        if array.dtype.kind not in "fiub":
-            raise UserError(f"{what} {p}: array {name} holds {array.dtype}, not numbers", "save numeric arrays")
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise UserError(f"{what} {p}: array {name} holds NaN or infinite values", "clean the data first")
-    return Dataset(str(p), x.astype(np.float32) if x.dtype.kind == "f" else x, y)
-
-
-def load_data(path: str | Path, input_name: str, what: str, spec: str | Path | None = None,
-              sample_shape: tuple[Any, ...] | None = None) -> Dataset | Streamed:
-    """Training or validation data: an .npz (load_dataset), or a streamed dataset when `path` is
-    TFRecords (read per the parse `spec`), a .toml/.json dataset file or a module:function entry
-    point."""
-    if stream.is_streamed(path, spec):
-        return load_streamed(path, input_name, what, spec, sample_shape)
-    return load_dataset(path, input_name, what)
-
-
-def load_streamed(path: str | Path, input_name: str, what: str, spec: str | Path | None = None,
-                  sample_shape: tuple[Any, ...] | None = None) -> Streamed:
-    """(x, y) pairs streamed from `path` (see load_data). One pass now counts them, checks their
-    shapes and values and summarizes the labels (memory stays flat); training reads them again.
-    Features or dict keys name x (the model's input name, or x/inputs/images/features) and y
-    (y/labels/targets); an entry point may also yield (x, y) tuples, batched or not."""
-    tf = _tf.tf()
-    text = str(path)
-    where = f"{what} {text}"
-    source = stream.open_source(text, spec, what=what)
-    ds0 = stream.dataset(source, what=what)
-    element = ds0.element_spec
-    if isinstance(element, dict):
-        names = (input_name, input_name.split(":")[0], *X_KEYS)
-        x_key = next((k for k in names if k in element), None)
-        y_key = next((k for k in Y_KEYS if k in element), None)
-        if x_key is None or y_key is None:
-            raise UserError(f"{where}: needs x (inputs) and y (labels); it has {', '.join(element) or 'none'}",
-                            'name them in the parse spec, e.g. "image=x:float32:28,28,1; label=y:int64"')
-
-        def split(ds: Any) -> Any:
-            return ds.map(lambda e: (e[x_key], e[y_key]))
-    elif isinstance(element, (tuple, list)) and len(element) >= 2:
-        def split(ds: Any) -> Any:
-            return ds.map(lambda *e: (e[0], e[1]))
-    else:
-        raise UserError(f"{where}: the dataset must yield (x, y) pairs or dicts with x and y",
-                        "return a dataset of (inputs, labels)")
-    x_spec, y_spec = split(ds0).element_spec
-    batched = sample_shape is not None and x_spec.shape.rank == len(sample_shape) + 1
-
-    def make(shard: tuple[int, int] | None = None, shuffle_files: int | None = None) -> Any:
-        ds = split(stream.dataset(source, shard=shard, shuffle_files=shuffle_files, what=what))
-        if batched:
-            ds = ds.unbatch()
-        return ds.map(lambda x, y: (tf.cast(x, tf.float32) if x.dtype.is_floating else x, y))
-
-    count = 0
-    labels: Labels | None = None
-    shape: tuple[int, ...] | None = None
-    try:
-        for x, y in make().batch(SCAN_BATCH).as_numpy_iterator():
-            shape = shape or tuple(x.shape[1:])
-            if tuple(x.shape[1:]) != shape:
-                raise UserError(f"{where}: inputs change shape from {list(shape)} to {list(x.shape[1:])}",
-                                "give every sample the same shape (SHAPE in the parse spec)")
-            for name, array in (("x", x), ("y", y)):
-                if array.dtype.kind not in "fiub":
-                    raise UserError(f"{where}: {name} holds {array.dtype}, not numbers", "feed numeric tensors")
-                if array.dtype.kind == "f" and not np.isfinite(array).all():
-                    raise UserError(f"{where}: {name} holds NaN or infinite values", "clean the data first")
-            summary = Labels.of(y)
-            labels = summary if labels is None else labels.merge(summary)
-            count += len(x)
-    except stream.tf_errors() as exc:
-        raise UserError(f"{where}: cannot read the dataset: {first_line(exc)}",
-                        "check the files against the parse spec") from None
-    if not count or labels is None or shape is None:
-        raise UserError(f"{where}: the dataset holds no samples", "check that it holds records")
-    return Streamed(text, source, count, shape, labels, make)
 
 
 def _loss_for(model: Any, y: Labels, where: str) -> tuple[str, Any, str]:
@@ -407,7 +236,7 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
         with distribution.scope():
             qat = quantize_model(model)
             qat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
-        losses, chief = _fit_distributed(qat, loss, train, distribution, epochs, batch_size, seed, backup, progress,
+        losses, chief = fit_distributed(qat, loss, train, distribution, epochs, batch_size, seed, backup, progress,
                                          notes)
         predict = _batched_call(qat)
     qat_metric = _score(predict, valid, metric) if valid else None
@@ -430,37 +259,6 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
     return result
 
 
-def make_strategy(strategy: str | Any) -> Any:
-    """The tf.distribute strategy `strategy` names ("mirrored", "multi-worker"), or `strategy`
-    itself when it is one."""
-    tf = _tf.tf()
-    if isinstance(strategy, tf.distribute.Strategy):
-        return strategy
-    if strategy == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if strategy == "multi-worker":
-        try:
-            return tf.distribute.MultiWorkerMirroredStrategy()
-        except (RuntimeError, ValueError, KeyError) as exc:  # a bad TF_CONFIG, or TF already running
-            raise UserError(f"--strategy multi-worker: {first_line(exc)}",
-                            "set TF_CONFIG as TensorFlow documents it (cluster: worker addresses; task: this "
-                            "worker's type and index), and start training in a fresh process") from None
-    raise UserError(f"--strategy {strategy!r} is not one of {', '.join(STRATEGIES)}", "or leave it out")
-
-
-def cluster_role(distribution: Any) -> tuple[str, int, int, bool]:
-    """(task type, task index, number of workers, is chief) of this process: the chief is the
-    "chief" task, else worker 0, as TF_CONFIG sets them; a single process is its own chief."""
-    resolver = getattr(distribution, "cluster_resolver", None)
-    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    if not spec:
-        return "worker", 0, 1, True
-    kind, index = str(resolver.task_type), int(resolver.task_id or 0)
-    workers = len(spec.get("chief", [])) + len(spec.get("worker", []))
-    chief = kind == "chief" or (kind == "worker" and index == 0 and "chief" not in spec)
-    return kind, index, workers, chief
-
-
 def _fit(qat: Any, train: Dataset | Streamed, epochs: int, batch_size: int, seed: int, backup: Path | None,
          progress: Progress | None, notes: list[str]) -> list[float]:
     """Keras's fit in this process (the arrays as they always were; a stream shuffled by file and
@@ -469,7 +267,7 @@ def _fit(qat: Any, train: Dataset | Streamed, epochs: int, batch_size: int, seed
     if progress is not None:
         callbacks.append(_ProgressCallback(progress, train.count, batch_size, epochs))
     if backup is not None:
-        callbacks.append(_backup(backup, notes))
+        callbacks.append(backup_callback(backup, notes))
     if isinstance(train, Dataset):
         history = qat.fit(train.x, train.y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
     else:
@@ -478,134 +276,8 @@ def _fit(qat: Any, train: Dataset | Streamed, epochs: int, batch_size: int, seed
         pairs = pairs.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
         history = qat.fit(pairs.batch(batch_size).prefetch(1), epochs=epochs, verbose=0, callbacks=callbacks,
                           shuffle=False)
-    _resumed(qat, epochs, backup, notes)
+    resumed(qat, epochs, backup, notes)
     return [float(v) for v in history.history.get("loss", [])]
-
-
-def _backup(backup: Path, notes: list[str]) -> Any:
-    keras = _tf.tf().keras
-    if (backup / "training_metadata.json").is_file():
-        notes.append(f"resumed from the training state backed up in {backup}")
-    return keras.callbacks.BackupAndRestore(str(backup))
-
-
-def _resumed(qat: Any, epochs: int, backup: Path | None, notes: list[str]) -> None:
-    # BackupAndRestore tells fit where to start through the model's _initial_epoch (Keras reads
-    # it the same way): the epochs that ran here are the ones after it.
-    start = int(getattr(qat, "_initial_epoch", 0) or 0)
-    if backup is not None and start:
-        notes.append(f"epochs {start + 1}..{epochs} ran here; 1..{start} came from the backup")
-
-
-def _fit_distributed(qat: Any, loss: Any, train: Dataset | Streamed, distribution: Any, epochs: int,
-                     batch_size: int, seed: int, backup: Path | None, progress: Progress | None,
-                     notes: list[str]) -> tuple[list[float], bool]:
-    """Train `qat` (built and compiled under `distribution`) with `strategy.run`; returns the loss
-    per epoch and whether this process is the chief."""
-    tf = _tf.tf()
-    keras = tf.keras
-    kind, index, workers, chief = cluster_role(distribution)
-    replicas = int(distribution.num_replicas_in_sync)
-    name = ("MultiWorkerMirroredStrategy" if isinstance(distribution, tf.distribute.MultiWorkerMirroredStrategy)
-            else type(distribution).__name__)
-    notes.append(f"trained under {name}: {replicas} replica(s) on {workers} worker(s); this process is "
-                 f"{kind} {index}" + (" (the chief: it writes the files)" if chief else " (the chief writes the files)"))
-    if isinstance(train, Dataset):
-        steps = -(-train.count // batch_size)
-        arrays = tf.data.Dataset.from_tensor_slices((train.x, train.y))
-        batches = arrays.shuffle(train.count, seed=seed, reshuffle_each_iteration=True).batch(batch_size)
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        distributed = distribution.experimental_distribute_dataset(batches.with_options(options))
-        epoch_samples = train.count
-        per_epoch = True
-    else:
-        if batch_size % replicas:
-            raise UserError(f"--batch-size {batch_size} is the global batch: it must split evenly among "
-                            f"{replicas} replicas", f"e.g. --batch-size {max(replicas, batch_size - batch_size % replicas)}")
-        steps = train.count // batch_size
-        if steps < 1:
-            raise UserError(f"{train.path}: {train.count} samples do not fill one global batch of {batch_size}",
-                            "lower --batch-size")
-        distributed = distribution.distribute_datasets_from_function(
-            _sharded(train, batch_size, seed, workers, notes))
-        epoch_samples = steps * batch_size
-        per_epoch = False
-        if steps * batch_size < train.count:
-            notes.append(f"{train.count - steps * batch_size} sample(s) beyond the last full global batch are left "
-                         "out of each epoch (every worker takes the same number of steps)")
-    optimizer = qat.optimizer
-    variables = qat.trainable_variables
-
-    def replica_step(x: Any, y: Any) -> Any:
-        with tf.GradientTape() as tape:
-            # Keras's losses already divide their batch mean by the replica count under a
-            # strategy (keras.losses.Loss, "sum_over_batch_size"); the layers' own losses do not.
-            scaled = loss(y, qat(x, training=True))
-            if qat.losses:
-                scaled = scaled + tf.add_n(qat.losses) / replicas
-        optimizer.apply_gradients(zip(tape.gradient(scaled, variables), variables, strict=True))
-        return scaled * replicas
-
-    @tf.function
-    def train_step(x: Any, y: Any) -> Any:
-        return distribution.reduce(tf.distribute.ReduceOp.MEAN, distribution.run(replica_step, args=(x, y)),
-                                   axis=None)
-
-    callbacks: list[Any] = []
-    if backup is not None:
-        own = backup / f"{kind}-{index}" if workers > 1 else backup
-        callbacks.append(_backup(own, notes))
-    hooks = keras.callbacks.CallbackList(callbacks, model=qat)
-    with distribution.scope():
-        optimizer.build(variables)  # its slots mirrored too, before a backup restores them
-        hooks.on_train_begin()
-    start = int(getattr(qat, "_initial_epoch", 0) or 0)  # set by BackupAndRestore when it restored
-    losses: list[float] = []
-    iterator = None if per_epoch else iter(distributed)
-    for epoch in range(start, epochs):
-        hooks.on_epoch_begin(epoch)
-        if per_epoch:
-            iterator = iter(distributed)
-        total = 0.0
-        for step in range(steps):
-            x, y = next(iterator)
-            total += float(train_step(x, y))
-            if progress is not None:
-                progress(epoch * epoch_samples + min((step + 1) * batch_size, epoch_samples), epochs * epoch_samples)
-        losses.append(total / steps)
-        hooks.on_epoch_end(epoch, {"loss": losses[-1]})
-    hooks.on_train_end()  # BackupAndRestore removes its backup
-    if backup is not None and workers > 1:
-        with contextlib.suppress(OSError):
-            backup.rmdir()  # once every worker has removed its own
-    _resumed(qat, epochs, backup, notes)
-    return losses, chief
-
-
-def _sharded(train: Streamed, batch_size: int, seed: int, workers: int, notes: list[str]) -> Callable[[Any], Any]:
-    """The per-worker input pipeline of a stream: TFRecords sharded by file (every count-th file),
-    else (an entry point, or fewer files than workers) by record; shuffled, repeated, batched to
-    the per-replica batch."""
-
-    def pipeline(context: Any) -> Any:
-        pipelines, index = context.num_input_pipelines, context.input_pipeline_id
-        if pipelines > 1 and train.source.kind == "tfrecord" and len(train.source.files) >= pipelines:
-            pairs = train.pairs(shard=(index, pipelines), shuffle_files=seed)
-        else:
-            pairs = train.pairs(shuffle_files=seed if train.source.kind == "tfrecord" else None)
-            if pipelines > 1:
-                pairs = pairs.shard(pipelines, index)
-        pairs = pairs.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True).repeat()
-        return pairs.batch(context.get_per_replica_batch_size(batch_size), drop_remainder=True).prefetch(1)
-
-    source = train.source
-    if workers > 1 and source.kind == "tfrecord" and len(source.files) >= workers:
-        notes.append(f"{len(source.files)} TFRecord file(s), sharded by file among {workers} workers")
-    elif workers > 1:
-        notes.append(f"{'the entry point' if source.kind != 'tfrecord' else 'fewer TFRecord files than workers'}: "
-                     f"sharded by record among {workers} workers (every worker reads all of it)")
-    return pipeline
 
 
 class _ProgressCallback:
