@@ -300,6 +300,8 @@ def print_qat(r: Any, values: dict[str, Any]) -> None:
         if r.int8_metric is not None:
             parts.append(f"int8 TFLite {fmt(r.int8_metric)}")
         con.print(f"  {r.metric} on {r.val_samples} validation samples: " + ", ".join(parts))
+    for note in getattr(r, "notes", ()):
+        con.print(f"  [dim]note:[/] {note}")
     c = r.convert
     if c is not None:
         floats = _op_counts(c.float_ops) or "none"

@@ -77,8 +77,11 @@ VERIFY = Command(
     (
         Option("a", required=True, kind="model", metavar="MODEL_A"),
         Option("b", required=True, kind="model", metavar="MODEL_B"),
-        Option("inputs", ("--inputs",), "path", "Inputs: .npz keyed by input name, or images (folder, glob, file) "
-               "per --preprocess (default: random)."),
+        Option("inputs", ("--inputs",), "path", "Inputs: .npz keyed by input name, images (folder, glob, file) per "
+               "--preprocess, a dataset file (.toml/.json), TFRecords (with --inputs-spec) or module:function "
+               "(default: random)."),
+        Option("inputs_spec", ("--inputs-spec",), help="Parse spec for TFRecord --inputs: FEATURE[=INPUT]:DTYPE[:SHAPE];"
+               "..., inline or a .toml/.json file.", metavar="SPEC"),
         Option("preprocess", ("--preprocess",), help="How image pixels become the input (default: what a .tflite "
                "among the two stores).", metavar="SPEC"),
         Option("samples", ("--samples",), "int", "Random input sets (or images at most) to try.", default=3,
@@ -320,7 +323,10 @@ QAT = Command(
     "qat", "Quantization-aware training of a Keras model, then (--tflite) its fully int8 TFLite model.",
     (
         Option("source", required=True, metavar="MODEL"),
-        Option("data", ("--data",), "path", "Training data: .npz with x and y.", required=True),
+        Option("data", ("--data",), "path", "Training data: .npz with x and y, a dataset file (.toml/.json), TFRecords "
+               "(with --data-spec) or module:function.", required=True),
+        Option("data_spec", ("--data-spec",), help="Parse spec for TFRecord --data/--val: FEATURE[=INPUT]:DTYPE[:SHAPE];"
+               "... (x = the input, y = the labels), inline or a .toml/.json file.", metavar="SPEC"),
         Option("epochs", ("--epochs",), "int", "Epochs of quantization-aware training.", required=True, min=1),
         Option("val", ("--val",), "path", "Validation data (.npz): float vs QAT (vs int8) accuracy."),
         Option("lr", ("--lr",), "float", "Adam learning rate.", default=1e-4, show_default=True,
@@ -328,6 +334,11 @@ QAT = Command(
         Option("batch_size", ("--batch-size",), "int", default=32, show_default=True, min=1),
         _output("The QAT Keras model to write (.keras)."),
         Option("tflite", ("--tflite",), help="Also write its fully int8 TFLite model (ranges from training)."),
+        Option("strategy", ("--strategy",), "choice", "Train under tf.distribute: mirrored (this machine's devices) or "
+               "multi-worker (the cluster in TF_CONFIG; run the same command on every worker).",
+               choices=("mirrored", "multi-worker")),
+        Option("backup_dir", ("--backup-dir",), "path", "Back up the training state every epoch (Keras "
+               "BackupAndRestore) and resume from it after an interruption.", metavar="DIR"),
         Option("input_type", ("--input-type",), "choice", "TFLite input type.", default="float32", show_default=True,
                choices=("float32", "int8", "uint8"), case_sensitive=False),
         Option("output_type", ("--output-type",), "choice", "TFLite output type.", default="float32",
