@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tfshrink.recipe import SUMMARY, run_recipe
@@ -89,3 +90,56 @@ def test_workers_need_a_positive_count(tmp_path: Path, keras_pb: Path) -> None:
     recipe.write_text(f'[[step]]\nkind = "convert"\ninput = "{keras_pb}"\n')
     with pytest.raises(UserError, match="--workers must be at least 1"):
         run_recipe(recipe, out=tmp_path / "out", workers=0)
+
+
+def _tfrecords(folder: Path, files: int = 4, per_file: int = 5) -> str:
+    """Inputs of the small Keras fixture (image 12x12x3, meta 4) as `files` TFRecord files; the spec."""
+    from tfshrink import _tf
+
+    tf = _tf.tf()
+    rng = np.random.default_rng(3)
+    folder.mkdir(parents=True, exist_ok=True)
+    for k in range(files):
+        with tf.io.TFRecordWriter(str(folder / f"part-{k}.tfrecord")) as writer:
+            for _ in range(per_file):
+                feature = {"image": tf.train.Feature(float_list=tf.train.FloatList(value=rng.uniform(-1, 1, 432))),
+                           "meta": tf.train.Feature(float_list=tf.train.FloatList(value=rng.uniform(-1, 1, 4)))}
+                writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+    return "image:float32:12,12,3; meta:float32:4"
+
+
+SHARDED = """\
+[[step]]
+kind = "verify"
+name = "sharded"
+a = "{keras}"
+b = "{tflite}"
+inputs = "records/*.tfrecord"
+inputs_spec = "{spec}"
+samples = 100
+shards = 2
+"""
+
+
+def test_a_verify_step_runs_on_shards_and_merges_to_the_whole(tmp_path: Path, keras_file: Path,
+                                                              tflite_file: Path) -> None:
+    import tfshrink
+
+    spec = _tfrecords(tmp_path / "records")
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(SHARDED.format(keras=keras_file, tflite=tflite_file, spec=spec))
+    serial = run_recipe(recipe, out=tmp_path / "serial")
+    parallel = run_recipe(recipe, out=tmp_path / "parallel", workers=2)
+    a = (tmp_path / "serial" / "sharded.json").read_bytes()
+    assert a == (tmp_path / "parallel" / "sharded.json").read_bytes()
+    assert serial.steps[0].numbers == parallel.steps[0].numbers
+    merged = json.loads(a)
+    whole = tfshrink.verify(keras_file, tflite_file, inputs=str(tmp_path / "records" / "*.tfrecord"),
+                            inputs_spec=spec, samples=100)
+    assert merged["samples"] == whole.samples == 20
+    for got, want in zip(merged["outputs"], whole.outputs, strict=True):
+        assert got["shape"] == list(want.shape)
+        assert got["max_abs_error"] == want.max_abs
+        assert got["cosine"] == pytest.approx(want.cosine, abs=1e-12)
+        assert got["mean_abs_error"] == pytest.approx(want.mean_abs, rel=1e-12)
+        assert got["top1_agreement"] == want.top1

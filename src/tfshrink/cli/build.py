@@ -113,5 +113,5 @@ def click_command(command: Command, epilog: str | None, handler: Handler | None 
     def callback(**values: Any) -> int:
         return (handler or run_command)(command, values)
 
-    return click.Command(command.name, callback=callback, params=[_param(o) for o in command.options],
+    return click.Command(command.name, callback=callback, params=[_param(o) for o in command.options if o.cli],
                          help=command.summary, epilog=epilog)

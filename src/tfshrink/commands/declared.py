@@ -93,11 +93,13 @@ VERIFY = Command(
         _FEED_BIND,
         *_SAVEDMODEL,
         _json("Print the comparison as JSON."),
+        Option("shards", kind="int", help="Recipes: read a streamed --inputs in this many shards of its files, one "
+               "call each (a Ray task each under --workers), merged.", api="", cli=False, min=1),
     ),
     api="tfshrink.verification:verify", printer="tfshrink.cli.printers:print_verify",
     progress="plain:running both models", check="passed", warns=True,
     recipe=RecipeKind(".json", None, figures.verify, figures.TEXT["verify"], ("a", "b"), writes_json=True,
-                      aliases=_ALIASES),
+                      aliases=_ALIASES, merge="tfshrink.verification:merge_results"),
 )
 
 TRANSFORM = Command(

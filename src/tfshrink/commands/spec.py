@@ -50,6 +50,7 @@ class Option:
     invert: bool = False
     secondary: str | None = None
     recipe: bool | str = True
+    cli: bool = True  # False: a recipe-only option (verify's shards)
     literals: tuple[str, ...] = ()  # path options: words that are not paths (calibration = "random")
 
     @property
@@ -72,7 +73,9 @@ class RecipeKind:
     """A command as a recipe step: what it writes (`ext`), whether that is a model later steps can
     take (`model`: the format written, or None), its positional API arguments in order (the output
     included), whether the runner writes the result's JSON as the artifact, the figures the
-    summary records (`figures(result, options)`) and the one-line text `tfshrink run` prints of them."""
+    summary records (`figures(result, options)`) and the one-line text `tfshrink run` prints of them.
+    A kind with `merge` runs on shards of a streamed dataset when its step sets `shards`: one call
+    per shard (a Ray task each under --workers), results merged in shard order."""
 
     ext: str
     model: str | None
@@ -80,6 +83,7 @@ class RecipeKind:
     text: Callable[[dict[str, Any]], str]
     positional: tuple[str, ...] = ()
     writes_json: bool = False
+    merge: str | None = None  # "module:function" joining the results of one step run on shards of its data
     aliases: Mapping[str, str] = field(default_factory=dict)
 
 

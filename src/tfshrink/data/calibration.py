@@ -271,10 +271,10 @@ def _input_conversion(where: str, spec: InputSpec, dtype: np.dtype, preprocess: 
 
 def streamed(text: str, inputs: Sequence[InputSpec], samples: int, preprocess: Preprocess | None,
              progress: Callable[[int, int], None] | None, spec: str | Path | None,
-             what: str = "--calibration") -> Calibration:
+             what: str = "--calibration", shard: tuple[int, int] | None = None) -> Calibration:
     """Up to `samples` samples for `inputs` streamed from a tf.data pipeline (see load_calibration):
     one checking pass now, a fresh read of the same files on every later pass. `what` names the
-    option in messages."""
+    option in messages; `shard` = (index, count) reads that shard of the files."""
     where = f"{what} {text}"
     source = stream.open_source(text, spec, what=what)
     out = Calibration(text, "tfrecord" if source.kind == "tfrecord" else "dataset", [],
@@ -282,7 +282,7 @@ def streamed(text: str, inputs: Sequence[InputSpec], samples: int, preprocess: P
 
     def batches() -> Iterator[dict[str, np.ndarray]]:
         try:
-            ds = stream.input_samples(stream.dataset(source, what=what), inputs, where).take(samples)
+            ds = stream.input_samples(stream.dataset(source, shard=shard, what=what), inputs, where).take(samples)
             yield from ds.as_numpy_iterator()
         except stream.tf_errors() as exc:
             raise UserError(f"{where}: cannot read the dataset: {first_line(exc)}",

@@ -124,7 +124,8 @@ def _check_feed(path: Path, spec: TensorSpec, value: np.ndarray) -> None:
 
 def streamed_feeds(source: str | Path, specs: Sequence[TensorSpec], *, samples: int, spec: str | Path | None = None,
                    shapes: Mapping[str, Sequence[int]] | None = None, preprocess: Any = None,
-                   progress: Callable[[int, int], None] | None = None) -> Sequence[dict[str, np.ndarray]]:
+                   progress: Callable[[int, int], None] | None = None,
+                   shard: tuple[int, int] | None = None) -> Sequence[dict[str, np.ndarray]]:
     """Up to `samples` feeds for inputs `specs` from a streamed dataset (see tfshrink.data.stream),
     one batch of the input's batch dim (1 when unknown) per feed, read again on every pass.
     `preprocess` (a SPEC or a Preprocess) normalizes uint8 pixels fed to a float image input."""
@@ -136,4 +137,4 @@ def streamed_feeds(source: str | Path, specs: Sequence[TensorSpec], *, samples: 
     if resolved is not None:
         target = image_input(inputs, resolved)
         resolved = resolved.resolve(target.name, target.shape)
-    return streamed(str(source), inputs, samples, resolved, progress, spec, what="--inputs").samples
+    return streamed(str(source), inputs, samples, resolved, progress, spec, what="--inputs", shard=shard).samples

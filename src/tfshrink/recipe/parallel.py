@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tfshrink.commands import COMMANDS
+from tfshrink.commands import COMMANDS, resolve
 from tfshrink.errors import CheckFailed, TfshrinkError, UserError
 from tfshrink.fileio import atomic_write
 from tfshrink.graph import io_ops, shapes
@@ -29,22 +29,47 @@ __all__ = ["BENCH_RESOURCE", "Outcome", "RayPool", "execute_step"]
 
 BENCH_RESOURCE = "tfshrink_bench"
 
-Outcome = tuple[dict[str, Any], bool] | BaseException  # (figures, check passed), or what the step raised
+Outcome = Any  # (figures, check passed), a shard's result object, or the exception the call raised
+Call = tuple[str, list[Any], dict[str, Any], Mapping[str, Any], Path]  # kind, args, kwargs, options, output
 
 
 def execute_step(kind: str, args: list[Any], kw: dict[str, Any], options: Mapping[str, Any],
-                 output: Path) -> tuple[dict[str, Any], bool]:
+                 output: Path) -> Any:
     """Run one step's API call, as its command declares it: (the figures the summary records,
-    whether its check passed). The same in the driver (serial runs) and in a Ray worker."""
+    whether its check passed); for a call on one shard of the step's data (`kw` has "shard"), its
+    result object, which the driver merges with the other shards' (`finish_shards`). The same in
+    the driver (serial runs) and in a Ray worker."""
+    result = COMMANDS[kind].function()(*args, **kw)
+    if "shard" in kw:
+        return result
+    return finish_result(kind, result, options, output)
+
+
+def finish_result(kind: str, result: Any, options: Mapping[str, Any], output: Path) -> tuple[dict[str, Any], bool]:
+    """A step's result as the summary records it: its JSON artifact written (verify, bench), its
+    figures, and whether its check passed."""
     import json
 
     command = COMMANDS[kind]
     assert command.recipe is not None
-    result = command.function()(*args, **kw)
     if command.recipe.writes_json:
         atomic_write(output, (json.dumps(result.to_json(), indent=2) + "\n").encode())
     passed = True if command.check is None else bool(getattr(result, command.check))
     return command.recipe.figures(result, options), passed
+
+
+def finish_shards(kind: str, outcomes: list[Any], options: Mapping[str, Any], output: Path) -> Outcome:
+    """The shards' results merged in shard order (the declared merge function), then finished as
+    one result; the first shard's error when one failed."""
+    failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+    if failed is not None:
+        return failed
+    kind_spec = COMMANDS[kind].recipe
+    assert kind_spec is not None and kind_spec.merge is not None
+    try:
+        return finish_result(kind, resolve(kind_spec.merge)(outcomes), options, output)
+    except BaseException as exc:  # raised again by the runner, after the summary is written
+        return exc
 
 
 def _task(kind: str, args: list[Any], kw: dict[str, Any], options: Mapping[str, Any], output: str,
@@ -95,7 +120,7 @@ class RayPool:
         self.remote = ray.remote(_task)
         self.settings = {"allow_io_ops": io_ops.io_ops_allowed(), "max_memory": shapes.memory_limit()}
 
-    def run(self, jobs: list[tuple[str, list[Any], dict[str, Any], Mapping[str, Any], Path]]) -> list[Outcome]:
+    def run(self, jobs: list[Call]) -> list[Outcome]:
         """Run the jobs (kind, args, kwargs, options, output) at once; their outcomes, in order."""
         futures: list[Any] = []
         local: list[int] = []
@@ -120,7 +145,7 @@ class RayPool:
             except Exception as exc:  # the worker died (out of memory, killed): the step failed
                 outcomes.append(RuntimeError(f"the Ray worker running it failed: {type(exc).__name__}"))
                 continue
-            outcomes.append(tuple(value) if status == "ok" else _rebuild(value))  # type: ignore[arg-type]
+            outcomes.append(value if status == "ok" else _rebuild(value))
         return outcomes
 
     def close(self) -> None:

@@ -22,7 +22,7 @@ from tfshrink.recipe.cache import (
     recorded_outputs,
     store_entry,
 )
-from tfshrink.recipe.parallel import Outcome, RayPool, execute_step
+from tfshrink.recipe.parallel import Call, Outcome, RayPool, execute_step, finish_shards
 from tfshrink.recipe.parse import Recipe, Ref, Step, load_recipe
 from tfshrink.recipe.schema import KINDS, kind_options
 from tfshrink.reporting.compare import default_names
@@ -30,6 +30,7 @@ from tfshrink.reporting.compare import default_names
 __all__ = ["SUMMARY", "RunResult", "StepRecord", "run_recipe"]
 
 SUMMARY = "summary.json"
+KINDS_MERGE = {name: c.recipe.merge for name, c in COMMANDS.items() if c.recipe is not None}
 CACHE_FORMAT = 1
 
 
@@ -147,6 +148,8 @@ class _Runner:
         kwargs: dict[str, Any] = {}
         for key, value in step.options.items():
             opt = known[key]
+            if opt.runner:
+                continue
             if opt.type == "outdir":
                 value = None if value is None else str(self.out / value)
             kwargs[opt.api_name(key)] = (not value) if opt.invert else self.resolve(value)
@@ -176,9 +179,11 @@ class _Runner:
                     self.done(record)
                 else:
                     jobs.append(job)
-            calls = [(j.step.kind, j.args, j.kwargs, j.step.options, j.path) for j in jobs]
-            outcomes = self.pool.run(calls) if self.pool is not None and len(jobs) > 1 else [_call(c) for c in calls]
-            for job, outcome in zip(jobs, outcomes, strict=True):
+            calls = [c for j in jobs for c in j.calls]
+            outcomes = self.pool.run(calls) if self.pool is not None and len(calls) > 1 else [_call(c) for c in calls]
+            for job in jobs:
+                mine, outcomes = outcomes[:len(job.calls)], outcomes[len(job.calls):]
+                outcome = mine[0] if len(mine) == 1 else finish_shards(job.step.kind, mine, job.step.options, job.path)
                 try:
                     self.finish(job, outcome)
                 except BaseException as exc:
@@ -227,7 +232,13 @@ class _Runner:
         if self.on_step is not None:
             self.on_step(record, "start")
         args, kwargs = self.call_arguments(step, self.out / output)
-        return _Job(step, record, key, self.out / output, args, kwargs, time.perf_counter())
+        path = self.out / output
+        shards = int(step.options.get("shards") or 1)
+        if shards > 1 and KINDS_MERGE.get(step.kind):
+            calls = [(step.kind, args, {**kwargs, "shard": (i, shards)}, step.options, path) for i in range(shards)]
+        else:
+            calls = [(step.kind, args, kwargs, step.options, path)]
+        return _Job(step, record, key, path, calls, time.perf_counter())
 
     def finish(self, job: _Job, outcome: Outcome) -> None:
         """Record a step that ran: its figures, its cache entry; raise what it raised, or
@@ -276,8 +287,7 @@ class _Job:
     record: StepRecord
     key: str
     path: Path
-    args: list[Any]
-    kwargs: dict[str, Any]
+    calls: list[Call]  # one, or one per shard of the step's data
     t0: float
 
 

@@ -29,6 +29,7 @@ class Opt:
     invert: bool = False
     choices: tuple[str, ...] = ()
     literals: tuple[str, ...] = ()  # path options: words that are not paths (calibration = "random")
+    runner: bool = False  # read by the recipe runner, not passed to the API (verify's shards)
 
     def api_name(self, name: str) -> str:
         return self.api or name
@@ -54,9 +55,9 @@ def _kind(command: Command) -> KindSpec:
         name = o.recipe_name
         if name is None:
             continue
-        options[name] = Opt(o.kind, api=o.api_name if o.api_name != name else None,
+        options[name] = Opt(o.kind, api=o.api_name if o.api_name not in (name, "") else None,
                             required=o.positional and o.kind in ("model", "models"), invert=o.invert,
-                            choices=o.choices, literals=o.literals)
+                            choices=o.choices, literals=o.literals, runner=o.api == "")
         if o.invert and o.api_name not in options:  # no_verify = true, or verify = false
             options[o.api_name] = Opt("bool")
         if o.secondary:  # check = false, or no_check = true

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from tfshrink.model.base import TensorSpec
 from tfshrink.model.freezing import parse_bind_value, parse_binds
 from tfshrink.names import unknown_name_error
 from tfshrink.tflite.preprocess import first_stored, parse_preprocess
+from tfshrink.verification.stats import OutputStats
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class VerifyResult:
     atol: float
     rtol: float
     outputs: tuple[OutputComparison, ...]
+    stats: tuple[OutputStats, ...] = field(default=(), repr=False, compare=False)  # to merge shards
 
     @property
     def passed(self) -> bool:
@@ -72,18 +74,6 @@ class VerifyResult:
                 "outputs": [o.to_json() for o in self.outputs], "warnings": self.warnings}
 
 
-def is_constant(values: np.ndarray) -> bool:
-    """True for a float output whose rows (samples along axis 0; at least two, of at least two
-    elements each) are all equal to the first, within float32 rounding."""
-    if values.dtype.kind != "f" or values.ndim == 0 or values.shape[0] < 2:
-        return False
-    rows = values.reshape(values.shape[0], -1).astype(np.float64)
-    if rows.shape[1] < 2:
-        return False
-    spread = float(np.abs(rows - rows[0]).max())
-    return spread <= 1e-6 * (1.0 + float(np.abs(rows[0]).max()))
-
-
 def _short(name: str) -> str:
     return name[:-2] if name.endswith(":0") else name
 
@@ -98,26 +88,6 @@ def pair_by_name_or_order(a: Sequence[TensorSpec], b: Sequence[TensorSpec], what
         return list(zip(a, b, strict=True))
     raise UserError(f"{where}: cannot pair {what}s: {len(a)} vs {len(b)} with different names",
                     f"the models' {what}s are {', '.join(s.name for s in a)} and {', '.join(s.name for s in b)}")
-
-
-def _metrics(x: np.ndarray, y: np.ndarray, atol: float, rtol: float) -> tuple[float, float, float, float | None, bool]:
-    x64 = x.astype(np.float64).ravel()
-    y64 = y.astype(np.float64).ravel()
-    diff = np.abs(x64 - y64)
-    max_abs = float(diff.max()) if diff.size else 0.0
-    mean_abs = float(diff.mean()) if diff.size else 0.0
-    nx, ny = np.linalg.norm(x64), np.linalg.norm(y64)
-    if nx == 0 and ny == 0:
-        cosine = 1.0
-    elif nx == 0 or ny == 0:
-        cosine = 0.0
-    else:
-        cosine = float(np.dot(x64, y64) / (nx * ny))
-    top1 = None
-    if x.ndim == 2 and x.shape[1] > 1:
-        top1 = float(np.mean(np.argmax(x, axis=1) == np.argmax(y, axis=1)))
-    passed = bool(np.all(diff <= atol + rtol * np.abs(x64)))
-    return max_abs, mean_abs, cosine, top1, passed
 
 
 def check_tolerances(atol: float, rtol: float) -> None:
@@ -140,33 +110,46 @@ def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *
                             "name them with --outputs, or check that this is the right file")
     in_pairs = pair_by_name_or_order(a.inputs, b.inputs, "input", where)
     out_pairs = pair_by_name_or_order(a.outputs, b.outputs, "output", where)
-    got_a: dict[str, list[np.ndarray]] = {s.name: [] for s, _ in out_pairs}
-    got_b: dict[str, list[np.ndarray]] = {s.name: [] for _, s in out_pairs}
+    stats = [OutputStats(atol, rtol) for _ in out_pairs]
+    total = len(feed_list) if hasattr(feed_list, "__len__") else 0
+    done = 0
     for done, feeds in enumerate(feed_list, start=1):
         ra = a.run({**feeds, **(extra_a or {})})
         rb = b.run({**{sb.name: feeds[sa.name] for sa, sb in in_pairs}, **(extra_b or {})})
-        for sa, sb in out_pairs:
-            va, vb = np.asarray(ra[sa.name]), np.asarray(rb[sb.name])
+        for (sa, _), acc in zip(out_pairs, stats, strict=True):
+            va, vb = np.asarray(ra[sa.name]), np.asarray(rb[_.name])
             if va.shape != vb.shape:
                 if va.size != vb.size:
                     raise UserError(f"{where}: output {sa.name} has shape {va.shape} in A and {vb.shape} in B",
                                     "the models do not compute the same tensor; pick outputs with --outputs")
                 vb = vb.reshape(va.shape)
-            got_a[sa.name].append(va)
-            got_b[sb.name].append(vb)
+            if va.dtype.kind not in "fiub":
+                raise UserError(f"{where}: output {sa.name} is {va.dtype}, which cannot be compared numerically",
+                                "choose numeric outputs with --outputs")
+            acc.add(va, vb)
         if progress is not None:
-            progress(done, len(feed_list))
-    comparisons = []
-    for sa, sb in out_pairs:
-        xa = np.concatenate([v.reshape(1, *v.shape) if v.ndim == 0 else v for v in got_a[sa.name]])
-        xb = np.concatenate([v.reshape(1, *v.shape) if v.ndim == 0 else v for v in got_b[sb.name]])
-        if xa.dtype.kind not in "fiub":
-            raise UserError(f"{where}: output {sa.name} is {xa.dtype}, which cannot be compared numerically",
-                            "choose numeric outputs with --outputs")
-        max_abs, mean_abs, cosine, top1, ok = _metrics(xa, xb, atol, rtol)
-        comparisons.append(OutputComparison(sa.name, sb.name, tuple(xa.shape), max_abs, mean_abs, cosine, top1, ok,
-                                            is_constant(xa)))
-    return VerifyResult(str(a.path), str(b.path), len(feed_list), atol, rtol, tuple(comparisons))
+            progress(done, total)
+    return result_of(str(a.path), str(b.path), done, atol, rtol,
+                     [(sa.name, sb.name) for sa, sb in out_pairs], stats)
+
+
+def result_of(a: str, b: str, samples: int, atol: float, rtol: float, names: Sequence[tuple[str, str]],
+              stats: Sequence[OutputStats]) -> VerifyResult:
+    """The VerifyResult of output pairs `names` from their running sums."""
+    comparisons = tuple(OutputComparison(na, nb, acc.shape, acc.max_abs, acc.mean_abs, acc.cosine, acc.top1,
+                                         acc.within, acc.constant) for (na, nb), acc in zip(names, stats, strict=True))
+    return VerifyResult(a, b, samples, atol, rtol, comparisons, tuple(stats))
+
+
+def merge_results(results: Sequence[VerifyResult]) -> VerifyResult:
+    """Comparisons of the same two models over shards of one dataset, as one over the whole: the
+    sums merged in the order given (a sharded verify gives the same figures however it ran)."""
+    first = results[0]
+    stats = list(first.stats)
+    for r in results[1:]:
+        stats = [x.merge(y) for x, y in zip(stats, r.stats, strict=True)]
+    return result_of(first.a, first.b, sum(r.samples for r in results), first.atol, first.rtol,
+                     [(o.name_a, o.name_b) for o in first.outputs], stats)
 
 
 class SourceView(Model):
@@ -264,14 +247,18 @@ def image_feed_list(model: Model, images: str | Path, preprocess: Any, samples: 
 
 def make_feed_list(model: Model, *, inputs: str | Path | None = None, samples: int = 1, seed: int = 0,
                    shapes: Mapping[str, Sequence[int]] | None = None,
-                   preprocess: Any = None, inputs_spec: str | Path | None = None) -> Sequence[dict[str, np.ndarray]]:
+                   preprocess: Any = None, inputs_spec: str | Path | None = None,
+                   shard: tuple[int, int] | None = None) -> Sequence[dict[str, np.ndarray]]:
     """Feeds: from an .npz, from images (per `preprocess`; `samples` images at most), from a
     streamed dataset (TFRecords read per `inputs_spec`, a .toml/.json dataset file, or a
     module:function entry point; `samples` feeds at most, read as they are compared), or
     `samples` seeded random sets."""
     if inputs is not None and is_streamed(inputs, inputs_spec):
         return streamed_feeds(inputs, model.inputs, samples=max(samples, 1), spec=inputs_spec, shapes=shapes,
-                              preprocess=preprocess)
+                              preprocess=preprocess, shard=shard)
+    if shard is not None:
+        raise UserError("only a streamed dataset (TFRecords, a dataset file) can be read in shards",
+                        "give the inputs as TFRecords with a parse spec, or a .toml/.json dataset file")
     if inputs is not None and is_images(inputs):
         return image_feed_list(model, inputs, preprocess, max(samples, 1), shapes)
     if inputs is not None:
@@ -286,7 +273,8 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
            shapes: Mapping[str, Sequence[int]] | None = None,
            progress: Callable[[int, int], None] | None = None, preprocess: Any = None,
            binds: Mapping[str, Any] | Sequence[str] | None = None, signature: str | None = None,
-           tags: str | None = None, inputs_spec: str | Path | None = None) -> VerifyResult:
+           tags: str | None = None, inputs_spec: str | Path | None = None,
+           shard: tuple[int, int] | None = None) -> VerifyResult:
     """Compare two models of any formats on the same inputs: random and seeded, an .npz, or images
     (a folder, glob or file; at most `samples` of them) turned into inputs by `preprocess` or, when
     it is None, by the preprocessing a .tflite among the two stores (tfshrink convert --preprocess).
@@ -295,7 +283,8 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
     pick the signature and MetaGraph of the SavedModel(s) among the two. `inputs` may also be a
     streamed dataset (tfshrink.data.stream: TFRecords read per the parse spec `inputs_spec`, a
     .toml/.json dataset file, a module:function entry point): at most `samples` feeds, read one
-    at a time."""
+    at a time; `shard` = (index, count) reads only that shard of its files (merge_results joins
+    the shards' results)."""
 
     check_tolerances(atol, rtol)
     bind_map = parse_binds(binds)
@@ -317,7 +306,7 @@ def verify(a: str | Path | Model, b: str | Path | Model, *, inputs: str | Path |
         if inputs is not None and (streamed or is_images(inputs)) and preprocess is None:
             preprocess = stored_preprocess(mb, ma)
         feeds = make_feed_list(va, inputs=inputs, samples=samples, seed=seed, shapes=shapes, preprocess=preprocess,
-                               inputs_spec=inputs_spec)
+                               inputs_spec=inputs_spec, shard=shard)
         return compare(va, vb, feeds, atol=atol, rtol=rtol, progress=progress)
     finally:
         if not isinstance(a, Model):
