@@ -143,3 +143,15 @@ def test_a_verify_step_runs_on_shards_and_merges_to_the_whole(tmp_path: Path, ke
         assert got["cosine"] == pytest.approx(want.cosine, abs=1e-12)
         assert got["mean_abs_error"] == pytest.approx(want.mean_abs, rel=1e-12)
         assert got["top1_agreement"] == want.top1
+
+
+def test_changing_a_shard_a_dataset_file_names_changes_its_hash(tmp_path: Path) -> None:
+    from tfshrink.recipe.cache import content_hash
+
+    _tfrecords(tmp_path / "records", files=2, per_file=2)
+    dataset = tmp_path / "val.toml"
+    dataset.write_text('files = "records/*.tfrecord"\nfeatures = "image:float32:12,12,3; meta:float32:4"\n')
+    before = content_hash(dataset)
+    shard = tmp_path / "records" / "part-1.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-1] + b"\x00")
+    assert content_hash(dataset) != before

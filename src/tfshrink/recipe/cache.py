@@ -15,6 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from tfshrink.data.sources import DATASET_FILE_SUFFIXES, open_source
+from tfshrink.errors import TfshrinkError
 from tfshrink.fileio import atomic_write
 
 __all__ = ["CACHE_DIR", "cache_key", "content_hash", "load_entry", "recorded_outputs", "store_entry"]
@@ -43,11 +45,27 @@ def _files(path: Path) -> list[tuple[str, Path]]:
 
 
 def content_hash(path: str | Path) -> str:
-    """SHA-256 over the contents (and relative names) of the files that make up `path`."""
+    """SHA-256 over the contents (and relative names) of the files that make up `path`; for a
+    dataset file (.toml/.json naming TFRecord files), of the files it names too, so that changing
+    a shard invalidates the steps that read it."""
     h = hashlib.sha256()
     for name, f in _files(Path(path)):
         h.update(name.encode() + b"\0" + _file_digest(f).encode() + b"\n")
+        for named in _dataset_files(f):
+            h.update(b"dataset:" + named.name.encode() + b"\0" + _file_digest(named).encode() + b"\n")
     return h.hexdigest()
+
+
+def _dataset_files(path: Path) -> list[Path]:
+    """The TFRecord files a dataset file names (none for any other file, or one that is not valid:
+    the step that reads it reports that)."""
+    if path.suffix.lower() not in DATASET_FILE_SUFFIXES:
+        return []
+    try:
+        source = open_source(path)
+    except TfshrinkError:
+        return []
+    return [Path(f) for f in source.files]
 
 
 def cache_key(payload: dict[str, Any]) -> str:
