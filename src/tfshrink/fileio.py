@@ -129,6 +129,30 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def staged_folder(path: str | Path) -> Iterator[Path]:
+    """A temporary folder beside `path` to write a folder of outputs into (a report's CSV and
+    charts). When the block ends without error its files move into `path` (created if need be),
+    each by a rename; on any error or interrupt the temporary folder goes and `path` is untouched.
+    Another output written inside the block (the model the report describes) therefore lands with
+    the folder or not at all. A disk-full or read-only error is a UserError naming `path`."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    except OSError as exc:
+        raise write_error(target, exc) from None
+    try:
+        yield tmp
+        target.mkdir(exist_ok=True)
+        for f in sorted(tmp.iterdir()):
+            os.replace(f, target / f.name)
+    except OSError as exc:
+        raise write_error(target, exc) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
