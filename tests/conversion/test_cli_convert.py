@@ -38,9 +38,12 @@ def test_convert_int8_prints_what_it_chose(digits: builders.Digits, tmp_path: Pa
                            "--keep-float", "none"], capsys)
     assert code == 0, err
     assert out_path.is_file()
-    assert "int8" in out and "calibration: 40 images" in out and "ops left in float: none" in out
+    # every 5th of the 40 images is held out to check the result (issue 15): 32 calibrate, 8 check
+    assert "int8" in out and "calibration: 32 images" in out and "ops left in float: none" in out
     assert "preprocess: size=8x8,mean=0,std=255,color=gray" in out
-    assert "XNNPACK" in out and "verified on 32 calibration sample(s)" in out and "cosine" in out
+    assert "XNNPACK" in out and "cosine" in out
+    assert "verified on 8 held-out calibration samples (every 5th: #4, #9, ..., #39), calibrated on the other 32" \
+        in out
     assert "Traceback" not in err and "XNNPACK delegate" not in err
 
 

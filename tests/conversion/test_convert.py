@@ -84,14 +84,16 @@ def test_result_reports_mode_defaults_and_verification(modes: dict[str, Converte
     assert r.precision.edge_conversions == {"QUANTIZE": 1, "DEQUANTIZE": 1}
     assert [s.name for s in r.inputs] == ["image"] and [s.name for s in r.outputs] == ["probs"]
     v = r.verification
-    assert v is not None and v.samples == 32 and "calibration sample" in r.verify_inputs
+    assert v is not None and v.samples == 20 and "20 held-out calibration samples" in r.verify_inputs
     (probs,) = v.outputs
     assert probs.cosine > 0.999 and probs.max_abs < 0.1 and probs.top1 is not None and probs.top1 >= 0.95
     float_check = modes["none"].result.verification.outputs[0]
     assert float_check.cosine > 0.999999 and float_check.max_abs < 1e-5 and float_check.top1 == 1.0
     data = r.to_json()
     assert data["verification"]["outputs"][0]["top1_agreement"] == probs.top1
-    assert data["precision"]["float_ops"] == {} and data["calibration"]["samples"] == 100
+    assert data["precision"]["float_ops"] == {} and data["calibration"]["samples"] == 80
+    assert data["verification"]["data"]["kind"] == "held-out" and data["verification"]["data"]["every"] == 5
+    assert data["verification"]["min_cosine"] == 0.99
     assert any("reference kernels" in n for n in modes["int16x8"].result.notes)
     assert any("not taken by XNNPACK" in n for n in modes["dynamic"].result.notes)
 
@@ -178,7 +180,8 @@ def test_calibration_folder_with_preprocess_stored_and_read_back(digits: builder
     out = tmp_path / "digits_u8.tflite"
     r = tfshrink.convert(digits.keras, out, quantize="int8", calibration=digits.images,
                          preprocess="mean=0,std=255", input_type="uint8")
-    assert r.calibration is not None and r.calibration.kind == "images" and len(r.calibration.samples) == 40
+    assert r.calibration is not None and r.calibration.kind == "images" and len(r.calibration.samples) == 32
+    assert r.check is not None and len(r.check.feeds) == 8  # every 5th image checks instead
     stored = read_preprocess(out)
     assert stored is not None and stored == r.preprocess
     assert stored.size == (8, 8) and stored.color == "gray" and stored.input == "image"
@@ -253,8 +256,8 @@ def test_frozen_pb_source_int8_random_calibration_warns(keras_pb: Path, tmp_path
                          calibration_samples=10)
     assert r.format == "graphdef"
     assert any("random" in w for w in r.warnings)
-    assert r.calibration.kind == "random" and len(r.calibration.samples) == 10
-    assert all(o.cosine > 0.99 for o in r.verification.outputs)
+    assert r.calibration.kind == "random" and len(r.calibration.samples) == 8  # 2 of 10 held out
+    assert all(o.cosine > 0.99 for o in r.verification.outputs) and r.verification.samples == 2
 
 
 def test_unknown_dims_need_input_shapes(tmp_path: Path) -> None:

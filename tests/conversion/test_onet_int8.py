@@ -80,7 +80,7 @@ def test_no_float_ops_left(onet_int8: Onet) -> None:
 
     fb = schema()
     r = onet_int8.result
-    assert r.calibration is not None and r.calibration.kind == "images" and len(r.calibration.samples) == 100
+    assert r.calibration is not None and r.calibration.kind == "images" and len(r.calibration.samples) == 80
     assert r.precision is not None and r.precision.float_ops == {} and r.precision.inner_conversions == 0
     assert r.precision.edge_conversions == {"QUANTIZE": 1, "DEQUANTIZE": 3}
     assert r.ops["PRELU"] == 5 and r.ops["SOFTMAX"] == 1 and "NEG" not in r.ops
@@ -152,7 +152,9 @@ def test_lfw_held_out_half_stays_close(onet_model: Onet, onet_ckpt: Path) -> Non
     """The other 100 LFW crops, held out: every face probability within 0.03 of float, faces (p ~ 1)
     and non-faces (p up to ~0.1, where the softmax is steepest) alike. With TFLite's min/max ranges
     one non-face moved 0.038 (float 0.040 -> 0.078); tfshrink's default ranges (least squared error)
-    measured 0.017 at worst over all 106 held-out crops (int8-only); --target cpu 0.023."""
+    measured 0.017 at worst over all 106 held-out crops (int8-only); --target cpu 0.023, 0.019 with
+    adaptive weight rounding (benchmarks/anchors.py, calibrated on all 100). Here every 5th of the
+    100 calibration crops is held out to check the result, so 80 calibrate."""
     with tfshrink.load(onet_ckpt) as source:
         f_faces, f_other = _face_probability(source, onet_model.faces), _face_probability(source, onet_model.non_faces)
     quantized = TFLiteModel(onet_model.path)

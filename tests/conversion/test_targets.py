@@ -26,7 +26,6 @@ def no_timing(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every way tfshrink times a model raises: a convert that passes timed nothing."""
     import tfshrink.benchmarking
     import tfshrink.benchmarking.runners
-    import tfshrink.conversion.layers
     import tfshrink.conversion.tuning
 
     def timed(*args: object, **kwargs: object) -> None:
@@ -34,10 +33,16 @@ def no_timing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     for module, name in ((tfshrink.benchmarking, "measure"), (tfshrink.benchmarking, "bench"),
                          (tfshrink.benchmarking, "bench_runner"), (tfshrink.benchmarking, "open_runner"),
-                         (tfshrink.benchmarking.runners, "open_runner"), (tfshrink.conversion.layers, "bench"),
+                         (tfshrink.benchmarking.runners, "open_runner"),
                          (tfshrink.conversion.tuning, "measure"), (tfshrink.conversion.tuning, "open_runner"),
                          (tfshrink.conversion.tuning, "interleaved_latency")):
         monkeypatch.setattr(module, name, timed)
+    # and wherever a conversion module imported a timing function by name (tuning aside)
+    for module_name, module in list(sys.modules.items()):
+        if module_name.startswith("tfshrink.conversion.") and module_name != "tfshrink.conversion.tuning":
+            for name in ("bench", "measure", "bench_runner", "open_runner", "interleaved_latency"):
+                if hasattr(module, name):
+                    monkeypatch.setattr(module, name, timed)
 
 
 @contextmanager
@@ -67,6 +72,20 @@ def test_convert_times_nothing_without_a_plan(no_timing: None, digits: builders.
         tfshrink.convert(digits.keras, tmp_path / f"{mode}.tflite", quantize=mode, verify=False)
     r = _convert(digits, tmp_path / "only.tflite", target="int8-only")
     assert r.precision.float_ops == {}
+
+
+def test_keep_float_auto_and_quantize_auto_time_nothing(no_timing: None, digits: builders.Digits,
+                                                        tmp_path: Path) -> None:
+    """--keep-float auto (which timed its choice for its notes) and --quantize auto count XNNPACK
+    partitions and score accuracy; neither times a model."""
+    broken = builders.broken_int8_pb(digits, tmp_path / "broken.pb")
+    r = tfshrink.convert(broken, tmp_path / "kept.tflite", quantize="int8", calibration=digits.calibration_npz,
+                         keep_float=["auto"], min_cosine=0.999, max_size_ratio=4)
+    assert r.auto_keep is not None and r.auto_keep.reached and [k.layer for k in r.auto_keep.kept] == ["fc"]
+    assert r.auto_keep.partitions == r.auto_keep.int8_partitions == 1
+    r = tfshrink.convert(broken, tmp_path / "auto.tflite", quantize="auto", calibration=digits.calibration_npz,
+                         max_top1_drop=1)
+    assert r.auto is not None and r.auto.chosen.meets and r.quantize in ("dynamic", "float16", "int8")
 
 
 def test_converting_twice_gives_the_same_bytes_with_every_core_busy(digits: builders.Digits,

@@ -124,7 +124,7 @@ def _replace(old: str, new: str) -> str:
      "recipe.toml:37: step 'bench' (bench): input = '@verify': step 'verify' (verify) writes no model"),
     (_replace('quantize = "INT8"', 'quantize = "int4"'),
      "recipe.toml:23: step 'int8' (convert): quantize 'int4' is not one of none, float16, dynamic, int8, "
-     "int16x8 (closest: int8)"),
+     "int16x8, auto (closest: int8)"),
     (_replace("strip_unused_nodes", "strip_unused_nodez"),
      "recipe.toml:13: step 'transform' (transform): unknown transform 'strip_unused_nodez' "
      "(closest: strip_unused_nodes)"),

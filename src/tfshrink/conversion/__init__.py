@@ -12,11 +12,17 @@ for what was chosen and why). Timing on a machine is a separate step: `tune()` w
 that `convert(..., plan=PATH)` applies. The output is written only when everything succeeded,
 atomically, and the same input and options give the same bytes on every machine.
 
+The result is checked on held-out data (--eval, else every 5th calibration sample, which then
+does not calibrate); a constant source output or a cosine below the threshold fails the check
+and nothing is written.
+
 Pieces: `api` (convert() and its result), `modes` (the --quantize modes), `converter` (TF's
-converter and the quantizer), `check` (verifying the result), `fake_quant` (quantization-aware
-graphs), `rules` (int8 for a target, by rules; never timed), `delegation` (XNNPACK partitions),
-`tuning` (tune(): measuring on a machine into a plan file), `layers` / `ranges` / `hybrid` (int8's per-layer
-choices).
+converter and the quantizer), `heldout` (the data the result is checked on, and the check),
+`check` (verifying the result), `accuracy` (scoring candidates against the source), `fake_quant`
+(quantization-aware graphs), `rules` (int8 for a target, by rules; never timed), `delegation`
+(XNNPACK partitions), `tuning` (tune(): measuring on a machine into a plan file), `layers` /
+`ranges` / `rounding` / `hybrid` (int8's per-layer choices), `keep_auto` (--keep-float auto),
+`auto` (--quantize auto).
 """
 
 from __future__ import annotations

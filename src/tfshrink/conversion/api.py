@@ -9,6 +9,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tfshrink.conversion.accuracy import make_target
+from tfshrink.conversion.auto import choose as choose_mode
 from tfshrink.conversion.check import unregistered_ops, verify_converted, verify_upstream
 from tfshrink.conversion.choices import (
     check_plan,
@@ -31,16 +33,25 @@ from tfshrink.conversion.fake_quant import (
     has_fake_quant,
     range_feeds,
 )
+from tfshrink.conversion.heldout import (
+    CheckData,
+    check,
+    check_cosine_value,
+    load_eval,
+    split_calibration,
+    threshold,
+)
 from tfshrink.conversion.inputs import input_specs, quantized_input, shape_overrides
+from tfshrink.conversion.keep_auto import MAX_GROWTH
 from tfshrink.conversion.layers import (
     DEBUG_SAMPLES,
     LayerError,
-    Target,
     write_report,
 )
-from tfshrink.conversion.modes import CALIBRATED, IO_TYPES, MODES
+from tfshrink.conversion.modes import CALIBRATED, IO_TYPES, MODES, NOTES
 from tfshrink.conversion.ranges import METHODS as RANGE_METHODS
 from tfshrink.conversion.result import ConvertResult
+from tfshrink.conversion.rounding import METHODS as ROUNDING_METHODS
 from tfshrink.conversion.rules import (
     check_target,
     target_entry,
@@ -55,7 +66,7 @@ from tfshrink.names import split_names
 from tfshrink.tflite.flatbuffer import builtin_ops
 from tfshrink.tflite.metadata import precision, rewrite
 from tfshrink.tflite.preprocess import METADATA_NAME, Preprocess, parse_preprocess
-from tfshrink.verification import bound_values
+from tfshrink.verification import VerifyResult, bound_values
 
 Progress = Callable[[str, int, int], None]
 
@@ -86,8 +97,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             seed: int = 0,
             min_cosine: float | None = None, max_top1_drop: float | None = None,
             report: str | Path | None = None, activation_ranges: str = "mse",
-            target: str = "cpu", plan: str | Path | None = None,
-            progress: Progress | None = None) -> ConvertResult:
+            target: str = "cpu", plan: str | Path | None = None, eval: str | Path | None = None,
+            eval_samples: int = 100, check_cosine: float | None = None, weight_rounding: str = "adaptive",
+            max_size_ratio: float | None = None, progress: Progress | None = None) -> ConvertResult:
     """Convert `source` to a .tflite at `output` and verify it against the source.
 
     quantize: "none" (float32), "float16", "dynamic" (int8 weights), "int8" (full integer, needs
@@ -115,6 +127,17 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     per-layer quantization error (layer_errors.csv, .png, .svg; int8 only). activation_ranges
     (int8): "mse" narrows each calibrated activation range to its least squared error on the
     calibration samples (tfshrink.conversion.ranges); "minmax" keeps TFLite's min/max.
+    weight_rounding (int8): "adaptive" rounds each layer's int8 weights to its least output error on
+    the calibration samples (tfshrink.conversion.rounding); "nearest" keeps TFLite's rounding.
+    quantize="auto": the smallest, fastest-by-rule model among int8, int8 with a few float layers,
+    dynamic-range and float16 that meets `min_cosine` / `max_top1_drop` (default min_cosine 0.999)
+    on held-out data (tfshrink.conversion.auto); the result's `quantize` is the chosen mode and
+    `auto` lists every candidate. max_size_ratio: --keep-float auto's and auto's size budget, times
+    the int8 model (default 1.5; tfshrink.conversion.keep_auto). Held-out data: eval (a path read like `calibration`, at most
+    `eval_samples` samples), else the last fifth of the calibration samples, which then do not
+    calibrate (tfshrink.conversion.heldout). The check after converting runs on that data and
+    raises CheckFailed (nothing written) when a source output is constant on it or an output's
+    cosine is below `check_cosine` (default: `min_cosine` when given, else 0.99; 0 never passes).
     progress(phase, done, total) is called while loading calibration data, calibrating and verifying.
     Raises UserError for bad input; nothing is written then.
     """
@@ -125,6 +148,10 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     if activation_ranges not in RANGE_METHODS:
         raise UserError(f"--activation-ranges {activation_ranges} is not one of {', '.join(RANGE_METHODS)}",
                         "e.g. --activation-ranges mse")
+    if weight_rounding not in ROUNDING_METHODS:
+        raise UserError(f"--weight-rounding {weight_rounding} is not one of {', '.join(ROUNDING_METHODS)}",
+                        "e.g. --weight-rounding adaptive")
+    check_cosine_value(check_cosine)
     keep = tuple(split_names(keep_float))
     if keep and mode != "int8":
         raise UserError(f"--keep-float works with --quantize int8, not {mode}", "add --quantize int8")
@@ -137,27 +164,37 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     auto = any(k.lower() == "auto" for k in keep)
     if auto and len(keep) > 1:
         raise UserError("--keep-float auto picks the layers itself", "give auto alone, or name the layers/ops")
-    runtime = check_target(target)  # the target runtime (`Target` is --keep-float auto's goal)
+    runtime = check_target(target)
+    if mode == "auto" and plan is not None:
+        raise UserError("--quantize auto chooses the mode; --plan is for --quantize int8", "drop one of them")
     chosen_plan = check_plan(plan, mode, runtime, bool(keep) or strict)
     if runtime == "int8-only" and mode != "int8":
         raise UserError(f"--target int8-only is for --quantize int8, not {mode}", "add --quantize int8")
     if runtime == "int8-only" and keep:
         raise UserError("--target int8-only makes every op int8: --keep-float cannot keep layers in float",
                         "drop --keep-float, or use --target cpu")
-    if (min_cosine is not None or max_top1_drop is not None) and not auto:
-        raise UserError("--min-cosine and --max-top1-drop are targets for --keep-float auto", "add --keep-float auto")
-    if min_cosine is not None and not -1.0 <= min_cosine <= 1.0:
-        raise UserError(f"--min-cosine {min_cosine} is not a cosine", "give a value in [-1, 1], e.g. 0.999")
-    if max_top1_drop is not None and not 0.0 <= max_top1_drop <= 100.0:
-        raise UserError(f"--max-top1-drop {max_top1_drop} is not a percentage", "give 0..100 points, e.g. 1")
-    auto_target = Target(0.999 if (auto and min_cosine is None and max_top1_drop is None) else min_cosine, max_top1_drop)
+    choosing = auto or mode == "auto"  # an accuracy target picks layers or the mode
+    if (min_cosine is not None or max_top1_drop is not None) and not choosing:
+        raise UserError("--min-cosine and --max-top1-drop are targets for --keep-float auto and --quantize auto",
+                        "add --keep-float auto or --quantize auto")
+    auto_target = make_target(min_cosine, max_top1_drop)
+    if max_size_ratio is not None and not choosing:
+        raise UserError("--max-size-ratio is the size budget of --keep-float auto and --quantize auto",
+                        "add --keep-float auto or --quantize auto")
+    if max_size_ratio is not None and not max_size_ratio >= 1.0:
+        raise UserError(f"--max-size-ratio {max_size_ratio} must be at least 1 (times the int8 model's size)",
+                        "e.g. --max-size-ratio 1.5")
+    growth = MAX_GROWTH if max_size_ratio is None else max_size_ratio
+    if eval is not None and not verify and not choosing:
+        raise UserError("--eval is the held-out data convert checks the model on; --no-verify skips that check",
+                        "drop one of them")
     if report is not None and mode != "int8":
         raise UserError(f"--report measures per-layer int8 error; --quantize {mode} has none",
                         "add --quantize int8")
     report_dir = Path(report) if report is not None else None
     if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
         raise UserError(f"--report {report_dir}: a file is in the way", "give a folder (it is created)")
-    if mode == "int16x8" and calibration is None:  # int8 may find its ranges in FakeQuant nodes
+    if mode in ("int16x8", "auto") and calibration is None:  # int8 may find its ranges in FakeQuant nodes
         no_calibration(mode)
     spec = parse_preprocess(preprocess)
     out_path = check_output(output, [source], writes="tflite")
@@ -181,7 +218,10 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         bind_map = parse_binds(binds)
         frozen = model.freeze(wanted or None, bind_map)
 
-        qat = mode == "int8" and has_fake_quant(frozen.graph_def)
+        qat = mode in ("int8", "auto") and has_fake_quant(frozen.graph_def)
+        if qat and mode == "auto":
+            raise UserError("--quantize auto: this graph holds FakeQuant nodes (quantization-aware training); "
+                            "its int8 comes from their trained ranges", "convert it with --quantize int8")
         ranges: list[Any] = []
         if qat:
             if chosen_plan is not None:
@@ -201,12 +241,27 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                                      progress=phase(progress, "loading calibration images"))
             notes.extend(calib.notes)
             warnings.extend(calib.warnings)
-            if mode not in CALIBRATED:
+            if mode not in CALIBRATED and mode != "auto":
                 notes.append(f"--quantize {mode} needs no calibration; the calibration samples are used to verify")
-        options = ConvertOptions(mode, in_type, out_type, allow_custom_ops, select_tf_ops, () if auto else keep,
-                                 activation_ranges)
-        if mode == "int8" and not qat and calib is not None:
+        calibrates = (mode in CALIBRATED or mode == "auto") and not qat
+        checked: CheckData | None = None
+        if eval is not None:
+            checked, eval_warnings = load_eval(eval, specs, eval_samples, spec, seed,
+                                               phase(progress, "loading --eval samples"),
+                                               len(calib.samples) if (calib and calibrates) else None)
+            warnings.extend(eval_warnings)
+        elif calib is not None and calibrates:
+            calib, checked = split_calibration(calib)
+        elif calib is not None:
+            why = "ranges from training" if qat else f"--quantize {mode} does not calibrate"
+            checked = CheckData(calib.samples[:max(verify_samples, 1)], "calibration",
+                                f"{min(len(calib.samples), max(verify_samples, 1))} calibration sample(s) ({why})", True,
+                                calib.source)
+        options = ConvertOptions("int8" if mode == "auto" else mode, in_type, out_type, allow_custom_ops,
+                                 select_tf_ops, () if auto else keep, activation_ranges, weight_rounding)
+        if mode in ("int8", "auto") and not qat and calib is not None:
             defaults["activation_ranges"] = activation_ranges
+            defaults["weight_rounding"] = weight_rounding
         if qat:  # the FakeQuant patterns stay as trained: no activation rewrites
             graph_def = frozen.graph_def
         else:
@@ -215,18 +270,33 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         layers: list[LayerError] = []
         auto_keep = None
         converted = None
+        default_float: dict[str, int] = {}  # op -> count the int8 default left in float
+        delegation: Delegation | None = None
+        picked = None
+        if mode == "auto" and calib is not None and checked is not None:
+            picked = choose_mode(graph_def, specs, frozen.outputs, options, calib, checked, auto_target,
+                                 Path(model.path), str(source), progress, growth)
+            best = picked.chosen
+            mode, converted, default_float, delegation = best.mode, best.converted, best.default_float, best.delegation
+            keep, auto_keep = best.keep, best.auto_keep
+            notes.extend([*best.notes, NOTES["auto"], f"--quantize auto: {picked.reason}; tried: "
+                          + "; ".join(c.text() for c in picked.candidates)])
+            defaults.update({k: v for k, v in best.defaults.items() if k != "target"}, quantize="auto")
+            if mode != "int8":  # float activations: no ranges, no int8 weights to round
+                defaults.pop("activation_ranges", None)
+                defaults.pop("weight_rounding", None)
+            options = ConvertOptions(mode, in_type, out_type, allow_custom_ops, select_tf_ops, (), activation_ranges,
+                                     weight_rounding)
         if qat:
 
             converted = Converted(convert_fake_quant_graph(graph_def, specs, list(frozen.outputs), in_type, out_type,
                                                            str(source)))
-        if mode == "int8" and calib is not None and (auto or report_dir is not None):
+        if converted is None and mode == "int8" and calib is not None and (auto or report_dir is not None):
             converted, layers, auto_keep = debugged(graph_def, specs, frozen.outputs, options, calib, keep, auto,
-                                                     auto_target, verify_samples, Path(model.path), str(source), notes,
-                                                     warnings, progress)
+                                                     auto_target, checked, Path(model.path), str(source), notes,
+                                                     warnings, progress, growth)
             if auto:
-                keep = tuple(converted.kept_float.get("auto", []))
-        default_float: dict[str, int] = {}  # op -> count the int8 default left in float
-        delegation: Delegation | None = None
+                keep = tuple(t for ts in converted.kept_float.values() for t in ts)
         if converted is None and mode == "int8" and not keep and not auto and not strict and calib is not None:
             converted, default_float, delegation = int8_default(graph_def, specs, frozen.outputs, options, calib,
                                                                  str(source), notes, defaults, progress, runtime,
@@ -266,7 +336,8 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                     notes.append(f"{sum(chosen.values())} op(s) stayed float as the int8 default chose (see its "
                                  f"notes): {', '.join(f'{op} x{n}' for op, n in chosen.items())}")
             if inner:
-                kept = " (as --keep-float asked)" if keep and not default_float else ""
+                kept = ((" (as --quantize auto chose)" if picked else " (as --keep-float asked)")
+                        if keep and not default_float else "")
                 ops = ", ".join(f"{op} x{n}" for op, n in inner.items())
                 (notes if keep and not default_float else warnings).append(
                     f"{sum(inner.values())} op(s) stayed float{kept}: {ops}; each is wrapped in "
@@ -277,17 +348,20 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             missing, frontier = unregistered_ops(frozen.graph_def)
             if missing and verify:
                 verification, verify_inputs = verify_upstream(
-                    missing, frontier, graph_def, specs, options, calib, spec, tmp_path, verify_samples, seed, notes,
-                    phase(progress, "verifying"))
+                    missing, frontier, graph_def, specs, options, calib, checked, spec, tmp_path, verify_samples,
+                    seed, notes, phase(progress, "verifying"))
             else:
                 random = None
-                if qat and spec is None and not (calib and calib.samples):
-
+                if qat and spec is None and not (checked and checked.feeds):
                     random = range_feeds(frozen.graph_def, specs, ranges, verify_samples, seed)
                 verification, verify_inputs = verify_converted(
-                    model, frozen, specs, bool(inputs), tmp_path, out_path, calib, spec, verify, verify_samples,
+                    model, frozen, specs, bool(inputs), tmp_path, out_path, checked, spec, verify, verify_samples,
                     seed, notes, phase(progress, "verifying"), random, bound_values(model, bind_map))
+        floor = threshold(check_cosine, min_cosine if choosing else None)
         if verification is not None:
+            real = checked is not None and bool(checked.feeds) and checked.kind != "random"  # random: warn only
+            check(verification if real else _without_constant(verification), floor, verify_inputs,
+                  "auto" if picked else mode)
             warnings.extend(verification.warnings)
         if verification is not None and mode in ("none", "float16"):
             worst = min((o.cosine for o in verification.outputs), default=1.0)
@@ -310,4 +384,14 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                          tuple(io[0]), tuple(io[1]), defaults, calib, spec, prec, converted.kept_float, ops,
                          tuple(notes), tuple(warnings), verification, verify_inputs, tuple(layers), auto_keep,
                          tuple(str(f) for f in files), runtime, delegation,
-                         chosen_plan.sha256 if chosen_plan is not None else None)
+                         chosen_plan.sha256 if chosen_plan is not None else None,
+                         checked if verification is not None else None, floor if verification is not None else None,
+                         picked)
+
+
+def _without_constant(verification: VerifyResult) -> VerifyResult:
+    """The result with no output marked constant: on seeded random inputs a saturated output can
+    be the same for every input; that is a warning there, not a failed check."""
+    from dataclasses import replace
+
+    return replace(verification, outputs=tuple(replace(o, constant=False) for o in verification.outputs))

@@ -1,5 +1,5 @@
-"""Check a converted .tflite against its source: on calibration samples, inputs drawn from learned
-ranges or seeded random inputs; for a model with ops TensorFlow cannot run (the SSD
+"""Check a converted .tflite against its source: on held-out data (tfshrink.conversion.heldout),
+inputs drawn from learned ranges or seeded random inputs; for a model with ops TensorFlow cannot run (the SSD
 post-process), against the graph up to those ops."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import numpy as np
 
 from tfshrink import _tf
 from tfshrink.conversion.converter import ConvertOptions, convert_graph
+from tfshrink.conversion.heldout import CheckData
 from tfshrink.conversion.modes import CALIBRATED
 from tfshrink.data.calibration import Calibration, InputSpec
 from tfshrink.data.feeds import random_feeds
@@ -27,12 +28,13 @@ from tfshrink.verification import SourceView, VerifyResult, compare
 
 
 def verify_converted(model: Model, frozen: Any, specs: list[InputSpec], cut: bool, tmp_path: Path, out_path: Path,
-            calib: Calibration | None, spec: Preprocess | None, verify: bool, samples: int, seed: int,
+            checked: CheckData | None, spec: Preprocess | None, verify: bool, samples: int, seed: int,
             notes: list[str], progress: Callable[[int, int], None] | None,
             random: tuple[list[dict[str, np.ndarray]], list[str]] | None = None,
             bound: Mapping[str, Any] | None = None) -> tuple[VerifyResult | None, str]:
-    """Run the converted model (from `tmp_path`) and the source on the same inputs: the calibration
-    samples, else `random` (feeds, inputs drawn from learned ranges), else seeded random inputs."""
+    """Run the converted model (from `tmp_path`) and the source on the same inputs: `checked` (held-out
+    data: tfshrink.conversion.heldout), else `random` (feeds, inputs drawn from learned ranges),
+    else seeded random inputs (`samples` of them)."""
 
     try:
         with _tf.quiet_native():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
@@ -55,9 +57,9 @@ def verify_converted(model: Model, frozen: Any, specs: list[InputSpec], cut: boo
             reference = SourceView(model, in_specs, frozen.outputs, bound)
             what = "the source"
         try:
-            if calib is not None and calib.samples:
-                feeds = [dict(f) for f in calib.samples[:samples]]
-                described = f"{len(feeds)} calibration sample(s)"
+            if checked is not None and checked.feeds:
+                feeds = checked.feeds
+                described = checked.description
             elif random is not None:
                 feeds = random[0]
                 described = f"{len(feeds)} seeded random input(s)" + (
@@ -96,17 +98,17 @@ def unregistered_ops(graph_def: Any) -> tuple[list[str], list[str]]:
 
 
 def verify_upstream(missing: list[str], frontier: list[str], graph_def: Any, specs: list[InputSpec],
-                     options: ConvertOptions, calib: Calibration | None, spec: Preprocess | None, tmp_path: Path,
-                     samples: int, seed: int, notes: list[str], progress: Callable[[int, int], None] | None
-                     ) -> tuple[VerifyResult | None, str]:
+                     options: ConvertOptions, calib: Calibration | None, checked: CheckData | None,
+                     spec: Preprocess | None, tmp_path: Path, samples: int, seed: int, notes: list[str],
+                     progress: Callable[[int, int], None] | None) -> tuple[VerifyResult | None, str]:
     """Verify a model whose source holds ops TensorFlow cannot run (TFLite_Detection_PostProcess):
     run the converted model once in LiteRT, then convert the graph up to those ops' inputs the same
     way and compare that with TensorFlow on the same inputs."""
 
     ops = ", ".join(missing)
-    if calib is not None and calib.samples:
-        feeds = [dict(f) for f in calib.samples[:samples]]
-        described = f"{len(feeds)} calibration sample(s)"
+    if checked is not None and checked.feeds:
+        feeds = checked.feeds
+        described = checked.description
     else:
         feeds = random_inputs(specs, spec, samples, seed)
         described = f"{len(feeds)} seeded random input(s)"
@@ -127,7 +129,8 @@ def verify_upstream(missing: list[str], frontier: list[str], graph_def: Any, spe
     graph.prune(parse_tensor(t)[0] for t in frontier)
     upstream = graph.to_graph_def()
     cut_options = ConvertOptions(options.quantize, options.input_type, options.output_type,
-                                 options.allow_custom_ops, options.select_tf_ops, options.keep_float)
+                                 options.allow_custom_ops, options.select_tf_ops, options.keep_float, options.ranges,
+                                 options.rounding)
     try:
         cut = convert_graph(upstream, specs, frontier, cut_options,
                             calib.samples if (calib and options.quantize in CALIBRATED) else None, "upstream")

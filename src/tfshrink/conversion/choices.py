@@ -5,9 +5,11 @@ that say what each mode chose."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from tfshrink.conversion.accuracy import Target, float_reference
 from tfshrink.conversion.check import unregistered_ops
 from tfshrink.conversion.converter import (
     Converted,
@@ -16,20 +18,23 @@ from tfshrink.conversion.converter import (
     quantize,
     refine_ranges,
     resolve_keep_float,
+    rounded,
 )
 from tfshrink.conversion.delegation import Delegation
 from tfshrink.conversion.fake_quant import (
     checked_ranges,
     quantized_outputs,
 )
+from tfshrink.conversion.heldout import CheckData
+from tfshrink.conversion.keep_auto import MAX_GROWTH, AutoKeep, auto_keep_float
+from tfshrink.conversion.keep_auto import note as keep_note
 from tfshrink.conversion.layers import (
+    DEBUG_SAMPLES,
     FLAG_ABOVE,
-    AutoKeep,
+    MAX_AUTO_STEPS,
+    Debugged,
     LayerError,
-    Target,
-    auto_keep_float,
     debug_layers,
-    float_reference,
 )
 from tfshrink.conversion.modes import CALIBRATED, NOTES
 from tfshrink.conversion.rules import (
@@ -40,21 +45,19 @@ from tfshrink.conversion.rules import (
     rules_int8,
 )
 from tfshrink.data.calibration import Calibration, InputSpec
-from tfshrink.errors import UserError
+from tfshrink.errors import CheckFailed, UserError
 from tfshrink.model import Model
 
 Progress = Callable[[str, int, int], None]
 
 
 def debugged(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], options: ConvertOptions,
-              calib: Calibration, keep: tuple[str, ...], auto: bool, target: Target, verify_samples: int,
-              where_path: Path, where: str, notes: list[str], warnings: list[str], progress: Progress | None
-              ) -> tuple[Converted | None, list[LayerError], AutoKeep | None]:
+              calib: Calibration, keep: tuple[str, ...], auto: bool, target: Target, checked: CheckData | None,
+              where_path: Path, where: str, notes: list[str], warnings: list[str], progress: Progress | None,
+              growth: float = MAX_GROWTH) -> tuple[Converted | None, list[LayerError], AutoKeep | None]:
     """Calibrate once with TF's QuantizationDebugger, measuring every layer's error; then quantize
-    with --keep-float auto's choice or the named layers (None: no --keep-float, convert as usual)."""
-    from dataclasses import replace
-
-
+    with --keep-float auto's choice (on the held-out data `checked`; CheckFailed when it cannot reach
+    `target` within its budget) or the named layers (None: no --keep-float, convert as usual)."""
     debugged = debug_layers(graph_def, specs, outputs, options, calib.samples, where,
                             progress=phase(progress, "calibrating and measuring layers"))
     if keep or auto:  # quantize from the ranges the other int8 paths use; the layer errors stay min/max's
@@ -66,53 +69,56 @@ def debugged(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], opt
         worst = sorted(flagged, key=lambda x: -x.rmse_scale)[:3]
         notes.append(f"{len(flagged)} layer(s) with RMSE/scale above {FLAG_ABOVE} (rounding alone gives 0.289): "
                      + ", ".join(f"{x.layer} {x.op} {x.rmse_scale:.3g}" for x in worst))
+
+    said: list[str] = []  # the weight rounding's note on the last model finished
+
+    def finish(data: bytes) -> bytes:
+        said.clear()
+        return rounded(data, debugged.calibrated, specs, calib.samples, options, said)
+
     if auto:
-        missing, _ = unregistered_ops(graph_def)
-        if missing:
-            raise UserError(f"--keep-float auto compares with the source, which TensorFlow cannot run "
-                            f"({', '.join(missing)} has no kernel)", "name the layers to keep with --keep-float")
-        feeds = [dict(f) for f in calib.samples[:max(1, verify_samples)]]
-        reference = float_reference(graph_def, specs, outputs, feeds, where_path)
-        chosen = auto_keep_float(debugged, options, specs, outputs, reference, feeds, target, where,
-                                 progress=phase(progress, "keeping layers in float"))
-        kept_names = {k.tensor for k in chosen.kept}
-        layers = [replace(x, kept_float=x.tensor in kept_names) for x in layers]
-        notes.append(_auto_note(chosen))
+        chosen = keep_float_auto(debugged, graph_def, specs, outputs, options, calib, target, checked, where_path,
+                                 where, finish, notes, progress, growth)
         if not chosen.reached:
-            warnings.append(f"--keep-float auto did not reach {target.describe()} after keeping "
-                            f"{len(chosen.kept)} layer(s) in float (best: {_score_text(chosen.scores[-1])})")
-        return Converted(chosen.data, kept_float={"auto": [k.tensor for k in chosen.kept]}), layers, chosen
+            raise CheckFailed(f"--keep-float auto could not reach {target.describe()} on {chosen.checked_on} within "
+                              f"its budget ({growth:g}x the int8 model's {chosen.int8_bytes:,} bytes, no more "
+                              f"XNNPACK partitions, at most {MAX_AUTO_STEPS} layers); tried: {chosen.tried()}; "
+                              "nothing written", "--quantize auto also tries dynamic-range and float16; or raise "
+                              "--max-size-ratio, or lower the target (--min-cosine / --max-top1-drop)")
+        kept_names = {k.tensor for k in chosen.kept}
+        layers = [replace(x, kept_float=x.tensor in kept_names or x.tensor in chosen.base) for x in layers]
+        notes.extend([keep_note(chosen), *said])
+        kept = {**({"default": list(chosen.base)} if chosen.base else {}), "auto": [k.tensor for k in chosen.kept]}
+        return Converted(chosen.data, kept_float=kept), layers, chosen
     if not keep:
         return None, layers, None
-    ops, nodes, kept = resolve_keep_float(keep, debugged.calibrated)
+    ops, nodes, kept_map = resolve_keep_float(keep, debugged.calibrated)
     layers = [replace(x, kept_float=x.op in ops or x.tensor in nodes) for x in layers]
-    return Converted(quantize(debugged.calibrated, options, where, denylisted_ops=ops, denylisted_nodes=nodes),
-                     kept_float=kept), layers, None
+    data = quantize(debugged.calibrated, options, where, denylisted_ops=ops, denylisted_nodes=nodes)
+    return Converted(rounded(data, debugged.calibrated, specs, calib.samples, options, notes),
+                     kept_float=kept_map), layers, None
 
 
-def _score_text(score: Any) -> str:
-    text = f"cosine {score.cosine:.6f}"
-    if score.top1_drop is not None:
-        text += f", top-1 drop {score.top1_drop:.2f} points"
-    return text
-
-
-def _auto_note(chosen: AutoKeep) -> str:
-    first = chosen.scores[0]
-    if not chosen.kept:
-        return (f"--keep-float auto: all-int8 already meets {chosen.target.describe()} ({_score_text(first)}); "
-                "nothing kept in float")
-    kept = ", ".join(f"{k.layer} ({k.op}, RMSE/scale {k.rmse_scale:.3g})" for k in chosen.kept)
-    size = (f"size {chosen.int8_bytes:,} -> {chosen.bytes:,} bytes "
-            f"({100.0 * (chosen.bytes - chosen.int8_bytes) / max(chosen.int8_bytes, 1):+.1f}%)")
-    latency = ""
-    if chosen.int8_latency_ms is not None and chosen.latency_ms is not None:
-        latency = (f", latency p50 {chosen.int8_latency_ms:.4g} -> {chosen.latency_ms:.4g} ms "
-                   f"({100.0 * (chosen.latency_ms - chosen.int8_latency_ms) / max(chosen.int8_latency_ms, 1e-9):+.0f}%, "
-                   "LiteRT, 1 thread)")
-    return (f"--keep-float auto: all-int8 {_score_text(first)} misses {chosen.target.describe()}; kept "
-            f"{len(chosen.kept)} layer(s) in float, worst measured error first: {kept} -> "
-            f"{_score_text(chosen.scores[-1])}; cost: {size}{latency}")
+def keep_float_auto(debugged: Debugged, graph_def: Any, specs: list[InputSpec], outputs: Sequence[str],
+                    options: ConvertOptions, calib: Calibration, target: Target, checked: CheckData | None,
+                    where_path: Path, where: str, finish: Callable[[bytes], bytes], notes: list[str],
+                    progress: Progress | None, growth: float = MAX_GROWTH) -> AutoKeep:
+    """--keep-float auto's search (tfshrink.conversion.keep_auto) from the cpu target's int8,
+    scored on `checked` (else the calibration samples, which the note then says)."""
+    missing, _ = unregistered_ops(graph_def)
+    if missing:
+        raise UserError(f"--keep-float auto compares with the source, which TensorFlow cannot run "
+                        f"({', '.join(missing)} has no kernel)", "name the layers to keep with --keep-float")
+    if checked is not None:
+        feeds, described = list(checked.feeds), checked.description
+    else:
+        feeds = list(calib.samples[:DEBUG_SAMPLES])
+        described = f"{len(feeds)} calibration sample(s), not held out"
+    reference = float_reference(graph_def, specs, outputs, feeds, where_path)
+    rules = rules_int8(debugged.calibrated, options, where, "cpu")
+    return auto_keep_float(debugged, options, specs, outputs, reference, feeds, target, where,
+                           tuple(rules.kept_float), rules.data, finish, described, growth=growth,
+                           progress=phase(progress, "keeping layers in float"))
 
 
 def phase(progress: Progress | None, label: str) -> Callable[[int, int], None] | None:
@@ -160,6 +166,7 @@ def int8_default(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str],
         if tuner is not None:
             choice = tuner(calibrated, options, where, choice)
     notes.extend(choice.notes)
+    choice = replace(choice, data=rounded(choice.data, calibrated, specs, calib.samples, options, notes))
     if choice.softmax:
         defaults["output_softmax"] = {"tensors": list(choice.softmax), "kept_float": True}
     if choice.conv is not None:

@@ -19,6 +19,7 @@ import numpy as np
 from tfshrink import _tf
 from tfshrink.conversion.modes import CALIBRATED
 from tfshrink.conversion.ranges import refine
+from tfshrink.conversion.rounding import round_weights
 from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.ir import Graph, GraphError, parse_tensor
@@ -38,6 +39,7 @@ class ConvertOptions:
     select_tf_ops: bool = False
     keep_float: tuple[str, ...] = ()
     ranges: str = "mse"  # int8 activation ranges: "mse" (narrowed, tfshrink.conversion.ranges) or "minmax"
+    rounding: str = "adaptive"  # int8 weights: "adaptive" (tfshrink.conversion.rounding) or "nearest"
 
 
 @dataclass
@@ -128,6 +130,19 @@ def refine_ranges(calibrated: bytes, inputs: Sequence[InputSpec], samples: Seque
     return refined.data
 
 
+def rounded(data: bytes, calibrated: bytes, inputs: Sequence[InputSpec],
+            samples: Sequence[dict[str, np.ndarray]] | None, options: ConvertOptions,
+            notes: list[str] | None = None) -> bytes:
+    """An int8 model quantized from `calibrated` with its weights rounded per options.rounding
+    (tfshrink.conversion.rounding; unchanged for "nearest" or without samples); a note says how."""
+    if options.rounding != "adaptive" or options.quantize != "int8" or not samples:
+        return data
+    done = round_weights(data, calibrated, inputs, samples)
+    if notes is not None:
+        notes.append(done.note())
+    return done.data
+
+
 def quantize(calibrated: bytes, options: ConvertOptions, where: str, *, denylisted_ops: Sequence[str] = (),
              denylisted_nodes: Sequence[str] = ()) -> bytes:
     """Full-integer quantization of a calibrated model, leaving the denylisted ops/nodes in float."""
@@ -152,10 +167,12 @@ def convert_graph(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence
         return configured_converter(graph_def, inputs, outputs, options, samples, where, allow_float=allow_float,
                                     progress=progress)
 
-    if mode == "int8" and (options.keep_float or (samples and options.ranges == "mse")):
+    if mode == "int8" and (options.keep_float or (samples and (options.ranges == "mse"
+                                                               or options.rounding == "adaptive"))):
         calibrated = calibrate(graph_def, inputs, outputs, options, samples, where, progress, result.notes)
         ops, nodes, result.kept_float = resolve_keep_float(options.keep_float, calibrated)
-        result.data = quantize(calibrated, options, where, denylisted_ops=ops, denylisted_nodes=nodes)
+        result.data = rounded(quantize(calibrated, options, where, denylisted_ops=ops, denylisted_nodes=nodes),
+                              calibrated, inputs, samples, options, result.notes)
         return result
     try:
         result.data = _run(configured(allow_float=False), where)

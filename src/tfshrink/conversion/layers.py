@@ -1,5 +1,5 @@
-"""Per-layer quantization error (TF's QuantizationDebugger), the --report files, and
---keep-float auto: keep the worst layers in float, one at a time, until a target holds.
+"""Per-layer quantization error (TF's QuantizationDebugger) and the --report files; --keep-float
+auto (tfshrink.conversion.keep_auto) takes its candidates, worst first, from here.
 
 The debugger quantizes the calibrated model with a NumericVerify op after every quantized op: it
 runs the op's float version on the same (dequantized) inputs and records the difference. For each
@@ -14,29 +14,23 @@ from __future__ import annotations
 import csv
 import math
 import re
-import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.benchmarking import bench
 from tfshrink.conversion.converter import (
     ConvertOptions,
     configured_converter,
     converter_failure,
-    quantize,
     representative_dataset,
 )
 from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError
-from tfshrink.model.base import TensorSpec
-from tfshrink.model.graphdef import GraphDefModel
-from tfshrink.tflite.metadata import rewrite
 
 HEALTHY = 1.0 / math.sqrt(12.0)  # RMSE/scale of rounding to the nearest step: 0.2887
 FLAG_ABOVE = 0.7  # TF's debugger guide calls layers above this suspect
@@ -201,164 +195,3 @@ def _chart(directory: Path, layers: Sequence[LayerError], title: str) -> list[Pa
         out.append(path)
     plt.close(fig)
     return out
-
-
-# ---- --keep-float auto -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Target:
-    """What --keep-float auto must reach against the float source: a cosine floor on every output,
-    and/or a largest drop in top-1 agreement (percentage points) on classification outputs."""
-
-    min_cosine: float | None = None
-    max_top1_drop: float | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.min_cosine is not None:
-            parts.append(f"cosine >= {self.min_cosine:g}")
-        if self.max_top1_drop is not None:
-            parts.append(f"top-1 drop <= {self.max_top1_drop:g} points")
-        return " and ".join(parts)
-
-
-@dataclass(frozen=True)
-class Score:
-    cosine: float  # the worst output's
-    top1_drop: float | None  # percentage points, the worst classification output's
-
-    def meets(self, target: Target) -> bool:
-        if target.min_cosine is not None and self.cosine < target.min_cosine:
-            return False
-        return not (target.max_top1_drop is not None and self.top1_drop is not None
-                    and self.top1_drop > target.max_top1_drop)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"cosine": self.cosine, "top1_drop": self.top1_drop}
-
-
-@dataclass
-class AutoKeep:
-    """What --keep-float auto did: each step's kept layer and score, and the cost."""
-
-    target: Target
-    reached: bool
-    kept: list[LayerError] = field(default_factory=list)
-    scores: list[Score] = field(default_factory=list)  # scores[0]: all int8; scores[i]: after kept[:i]
-    int8_bytes: int = 0
-    bytes: int = 0
-    int8_latency_ms: float | None = None
-    latency_ms: float | None = None
-    data: bytes = b""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"target": self.target.describe(), "reached": self.reached,
-                "kept": [{"layer": k.layer, "op": k.op, "tensor": k.tensor, "rmse_scale": k.rmse_scale,
-                          "score_after": s.to_json()} for k, s in zip(self.kept, self.scores[1:], strict=True)],
-                "all_int8_score": self.scores[0].to_json() if self.scores else None,
-                "int8_bytes": self.int8_bytes, "bytes": self.bytes, "int8_latency_ms": self.int8_latency_ms,
-                "latency_ms": self.latency_ms}
-
-
-def score(reference: Sequence[dict[str, np.ndarray]], candidate: bytes, inputs: Sequence[InputSpec],
-          outputs: Sequence[str], feeds: Sequence[dict[str, np.ndarray]]) -> Score:
-    """The candidate .tflite's outputs on `feeds` against the float `reference` outputs."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    signed = rewrite(candidate, {}, signature=([s.name for s in inputs], list(outputs)))
-    got: list[dict[str, np.ndarray]] = []
-    with _tf.quiet_native():  # LiteRT's "Created TensorFlow Lite XNNPACK delegate" line
-        runner = Interpreter(model_content=signed).get_signature_runner()
-        for feed in feeds:
-            result = runner(**{s.name: feed[s.name] for s in inputs})
-            got.append({name: np.asarray(result[name]) for name in outputs})
-    worst_cos, worst_drop = 1.0, None
-    for name in outputs:
-        a = np.concatenate([np.asarray(r[name], np.float64).reshape(1, -1) for r in reference])
-        b = np.concatenate([np.asarray(g[name], np.float64).reshape(1, -1) for g in got])
-        na, nb = np.linalg.norm(a), np.linalg.norm(b)
-        cos = 1.0 if na == nb == 0 else (0.0 if na == 0 or nb == 0 else float((a * b).sum() / (na * nb)))
-        worst_cos = min(worst_cos, cos)
-        shape = np.asarray(reference[0][name]).shape
-        if len(shape) == 2 and shape[1] > 1:
-            ra = np.concatenate([np.asarray(r[name]) for r in reference])
-            rb = np.concatenate([np.asarray(g[name]).reshape(np.asarray(r[name]).shape)
-                                 for g, r in zip(got, reference, strict=True)])
-            drop = 100.0 * float(np.mean(np.argmax(ra, axis=1) != np.argmax(rb, axis=1)))
-            worst_drop = drop if worst_drop is None else max(worst_drop, drop)
-    return Score(worst_cos, worst_drop)
-
-
-def auto_keep_float(debugged: Debugged, options: ConvertOptions, inputs: Sequence[InputSpec], outputs: Sequence[str],
-                    reference: Sequence[dict[str, np.ndarray]], feeds: Sequence[dict[str, np.ndarray]],
-                    target: Target, where: str, *, measure_latency: bool = True,
-                    progress: Callable[[int, int], None] | None = None) -> AutoKeep:
-    """Quantize the calibrated model with nothing kept; while the score misses `target`, add the
-    layer with the largest RMSE/scale (among ops with arithmetic) to the float denylist and
-    quantize again. Stops when the target holds, or after MAX_AUTO_STEPS layers (reached=False).
-    `reference` holds the float source's outputs on `feeds`."""
-    if target.max_top1_drop is not None and target.min_cosine is None and \
-            not any(np.asarray(reference[0][o]).ndim == 2 and np.asarray(reference[0][o]).shape[1] > 1
-                    for o in outputs):
-        raise UserError("--max-top1-drop needs a classification output ([batch, classes])",
-                        "use --min-cosine for this model")
-    candidates = sorted((x for x in debugged.layers if x.op not in EXACT_OPS and x.rmse_scale == x.rmse_scale
-                         and x.rmse_scale > 0), key=lambda x: (-x.rmse_scale, x.index))
-    int8 = quantize(debugged.calibrated, options, where)
-    result = AutoKeep(target, False, int8_bytes=len(int8))
-    current = int8
-    result.scores.append(score(reference, current, inputs, outputs, feeds))
-    steps = min(len(candidates), MAX_AUTO_STEPS)
-    for step, layer in enumerate(candidates[:steps], start=1):
-        if result.scores[-1].meets(target):
-            break
-        result.kept.append(replace(layer, kept_float=True))
-        current = quantize(debugged.calibrated, options, where, denylisted_nodes=[k.tensor for k in result.kept])
-        result.scores.append(score(reference, current, inputs, outputs, feeds))
-        if progress is not None:
-            progress(step, steps)
-    result.reached = result.scores[-1].meets(target)
-    result.data = current
-    result.bytes = len(current)
-    if measure_latency:
-        result.int8_latency_ms, result.latency_ms = _latencies(int8, current)
-    return result
-
-
-def _latencies(int8: bytes, chosen: bytes) -> tuple[float | None, float | None]:
-    """p50 latency (ms, LiteRT with XNNPACK, 1 thread) of the all-int8 model and the chosen one,
-    measured taking turns so both see the same machine load."""
-    import tempfile
-
-
-    if int8 == chosen:
-        with tempfile.TemporaryDirectory(prefix="tfshrink-auto-") as tmp:
-            path = Path(tmp) / "int8.tflite"
-            path.write_bytes(int8)
-            with _tf.quiet_native():
-                ms = bench(path, min_seconds=0.3, warmup=3, threads=1).latency_ms["p50"]
-        return ms, ms
-    with tempfile.TemporaryDirectory(prefix="tfshrink-auto-") as tmp:
-        paths = [Path(tmp) / "int8.tflite", Path(tmp) / "kept.tflite"]
-        paths[0].write_bytes(int8)
-        paths[1].write_bytes(chosen)
-        best: list[float] = [math.inf, math.inf]
-        deadline = time.monotonic() + 3.0
-        rounds = 0
-        while rounds < 2 or (time.monotonic() < deadline and rounds < 6):
-            for i, path in enumerate(paths):
-                with _tf.quiet_native():
-                    best[i] = min(best[i], bench(path, min_seconds=0.2, warmup=2, threads=1).latency_ms["p50"])
-            rounds += 1
-    return best[0], best[1]
-
-
-def float_reference(graph_def: Any, inputs: Sequence[InputSpec], outputs: Sequence[str],
-                    feeds: Sequence[dict[str, np.ndarray]], where: Path) -> list[dict[str, np.ndarray]]:
-    """The frozen float graph's outputs on `feeds`, in a TF session."""
-
-    model = GraphDefModel(where, graph_def=graph_def, outputs=list(outputs))
-    model.inputs = [TensorSpec(s.name, s.dtype, s.shape) for s in inputs]
-    try:
-        return [{o: np.asarray(v) for o, v in model.run(dict(f)).items()} for f in feeds]
-    finally:
-        model.close()

@@ -3,7 +3,7 @@ does. Imports nothing, so the CLI can list the modes without loading the convert
 
 from __future__ import annotations
 
-MODES = ("none", "float16", "dynamic", "int8", "int16x8")
+MODES = ("none", "float16", "dynamic", "int8", "int16x8", "auto")
 IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
 CALIBRATED = ("int8", "int16x8")  # the modes that need calibration data (or FakeQuant ranges)
 TARGETS = ("cpu", "int8-only")  # what int8 is made for (tfshrink.conversion.rules)
@@ -29,4 +29,8 @@ NOTES = {
                 "measured ~13x slower than int8 on a small CNN; use it where int8 accuracy is not enough"),
     "float16": ("float16 weights are expanded to float32 when LiteRT loads the model on CPU: half the file, "
                 "float speed"),
+    "auto": ("--quantize auto converts int8, int8 with a few float layers (only when int8 misses the target), "
+             "dynamic-range and float16, scores each on held-out data against the source, and keeps the one that "
+             "meets --min-cosine/--max-top1-drop with the fewest XNNPACK partitions, then the fewest bytes "
+             "(rules, not timing; tfshrink.conversion.auto)"),
 }

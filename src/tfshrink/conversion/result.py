@@ -5,8 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tfshrink.conversion.auto import AutoChoice
 from tfshrink.conversion.delegation import Delegation
-from tfshrink.conversion.layers import AutoKeep, LayerError
+from tfshrink.conversion.heldout import CheckData
+from tfshrink.conversion.keep_auto import AutoKeep
+from tfshrink.conversion.layers import LayerError
 from tfshrink.data.calibration import Calibration
 from tfshrink.model import TensorSpec
 from tfshrink.tflite.metadata import Precision
@@ -42,6 +45,9 @@ class ConvertResult:
     target: str = "cpu"  # what the model was made for: "cpu" (LiteRT with XNNPACK) or "int8-only"
     delegation: Delegation | None = None  # how LiteRT's XNNPACK splits it (None: LiteRT could not load it)
     plan: str | None = None  # sha256 of the tune plan applied
+    check: CheckData | None = None  # the data the result was checked on (held out from calibration, or --eval)
+    check_cosine: float | None = None  # the cosine every output had to reach
+    auto: AutoChoice | None = None  # what --quantize auto tried and chose (`quantize` is the chosen mode)
 
     @property
     def partitions(self) -> int | None:
@@ -65,6 +71,7 @@ class ConvertResult:
             "report_files": list(self.report_files),
             "target": self.target, "plan_sha256": self.plan,
             "xnnpack": self.delegation.to_json() if self.delegation is not None else None,
+            "quantize_auto": self.auto.to_json() if self.auto is not None else None,
         }
 
     def _verification_json(self) -> dict[str, Any] | None:
@@ -72,6 +79,8 @@ class ConvertResult:
             return None
         v = self.verification
         return {"inputs": self.verify_inputs, "samples": v.samples,
+                "data": self.check.to_json() if self.check is not None else None,
+                "min_cosine": self.check_cosine,
                 "outputs": [{"name": o.name_b, "source_name": o.name_a, "cosine": o.cosine,
                              "max_abs_error": o.max_abs, "mean_abs_error": o.mean_abs, "top1_agreement": o.top1}
                             for o in v.outputs]}
