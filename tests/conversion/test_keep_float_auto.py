@@ -96,10 +96,10 @@ def test_cli_auto_with_top1_target_and_report(broken: Path, digits: builders.Dig
                                               capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     report = tmp_path / "report"
-    monkeypatch.setattr("tfshrink.conversion.api.MAX_GROWTH", 4.0)  # the default budget when none is given
     with pytest.raises(SystemExit) as exc:
         main(["convert", str(broken), "-o", str(tmp_path / "b.tflite"), "--quantize", "int8", "--calibration",
-              str(digits.calibration_npz), "--keep-float", "auto", "--max-top1-drop", "1", "--report", str(report)])
+              str(digits.calibration_npz), "--keep-float", "auto", "--max-top1-drop", "1", "--report", str(report),
+              "--max-size-ratio", "4"])
     out, err = capsys.readouterr()
     assert exc.value.code == 0, err
     assert "kept in float for --keep-float auto" in out and "top-1 drop <= 1 points" in out

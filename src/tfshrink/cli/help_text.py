@@ -61,6 +61,8 @@ Examples:
       --outputs TFLite_Detection_PostProcess,TFLite_Detection_PostProcess:1,TFLite_Detection_PostProcess:2,TFLite_Detection_PostProcess:3
   tfshrink convert model.keras -o model_int8.tflite --quantize int8 --calibration samples.npz \\
       --keep-float auto --min-cosine 0.999 --report int8_report/
+  tfshrink convert model.keras -o model_auto.tflite --quantize auto --calibration calib/ --eval held_out/ \\
+      --max-top1-drop 1
 
 \b
 --preprocess SPEC: size=WIDTHxHEIGHT, mean=M or M1/M2/M3, std=S or S1/S2/S3,
@@ -80,6 +82,12 @@ and so does an op XNNPACK has no int8 kernel for (PRELU), so that the model runs
 one XNNPACK partition (the output says how many). --target int8-only (= --keep-float
 none): every op int8. `tfshrink tune` times the choices on a machine and writes a
 plan; --plan applies it (the same bytes on every machine).
+Held-out check: int8/int16x8 results are verified on --eval, else on every 5th
+calibration sample (held out of calibration; the output names them); an output that
+is constant there, or a cosine under --check-cosine (0.99), fails with exit 1 and
+nothing written. --quantize auto tries float16, dynamic-range, int8 and int8 with
+float layers and keeps the one with the fewest XNNPACK partitions, then the fewest
+bytes, that meets --max-top1-drop / --min-cosine on the held-out data.
 int8 activation ranges: each calibrated min/max is narrowed to the range with the
 least squared int8 error on the calibration samples (finer steps; rare extremes
 clip; model inputs and outputs keep theirs); --activation-ranges minmax keeps

@@ -206,14 +206,27 @@ CONVERT = Command(
                "the rules; int8, target cpu, no --keep-float).", metavar="PLAN.json"),
         Option("keep_float", ("--keep-float",), "names",
                "With --quantize int8: leave this TFLite op (CONV_2D) or TF node/scope in float (repeatable); "
-               "auto: keep the worst layers, one at a time, until --min-cosine/--max-top1-drop holds; "
-               "none: every op that has an int8 kernel in int8 (--target int8-only); an op with no int8 kernel "
-               "stays float and convert warns naming it.",
+               "auto: keep the worst layers in float, one at a time, until --min-cosine/--max-top1-drop holds on "
+               "held-out data, within --max-size-ratio; none: every op that has an int8 kernel in int8 (--target "
+               "int8-only); an op with no int8 kernel stays float and convert warns naming it.",
                metavar="NODE|OP|auto|none", multiple=True),
-        Option("min_cosine", ("--min-cosine",), "float", "--keep-float auto's target: every output's cosine to the "
-               "source (default 0.999)."),
-        Option("max_top1_drop", ("--max-top1-drop",), "float", "--keep-float auto's target: largest drop in top-1 "
-               "agreement, in percentage points.", metavar="POINTS"),
+        Option("eval", ("--eval",), "path", "Held-out data to check the result on (images or .npy/.npz, read like "
+               "--calibration); calibration then uses all its samples (default: every 5th calibration sample is "
+               "held out).", metavar="PATH|GLOB"),
+        Option("eval_samples", ("--eval-samples",), "int", "Held-out --eval samples to check on (the first ones, in "
+               "file-name order).", default=100, show_default=True, min=1),
+        Option("min_cosine", ("--min-cosine",), "float", "Target of --quantize auto and --keep-float auto: every "
+               "output's cosine to the source on held-out data (default 0.999)."),
+        Option("max_top1_drop", ("--max-top1-drop",), "float", "Target of --quantize auto and --keep-float auto: "
+               "largest drop in top-1 agreement on held-out data, in percentage points.", metavar="POINTS"),
+        Option("check_cosine", ("--check-cosine",), "float", "Fail (exit 1, nothing written) when an output's cosine "
+               "on held-out data is below this (default: --min-cosine if given, else 0.99; 0 never passes).",
+               min=-1, max=1),
+        Option("max_size_ratio", ("--max-size-ratio",), "float", "Size budget of --keep-float auto and --quantize "
+               "auto: at most this many times the int8 model (default 1.5).", metavar="RATIO", min=1),
+        Option("weight_rounding", ("--weight-rounding",), "choice", "int8 weights: adaptive rounds each layer to its "
+               "least output error on the calibration samples; nearest keeps TFLite's rounding.",
+               default="adaptive", show_default=True, choices=("adaptive", "nearest")),
         Option("report", ("--report",), "outdir", "Write per-layer int8 error (RMSE/scale, QuantizationDebugger) to "
                "DIR as CSV and a chart.", metavar="DIR"),
         _RANGES,
