@@ -58,7 +58,7 @@ from tfshrink.conversion.rules import (
 )
 from tfshrink.data.calibration import image_input, load_calibration
 from tfshrink.errors import UserError
-from tfshrink.fileio import atomic_write, check_output, disk_bytes
+from tfshrink.fileio import atomic_write, check_output, disk_bytes, staged_folder
 from tfshrink.model import ambiguity_error, load
 from tfshrink.model.freezing import parse_binds
 from tfshrink.model.tflite import flatbuffer_summary, io_specs
@@ -198,6 +198,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         no_calibration(mode)
     spec = parse_preprocess(preprocess)
     out_path = check_output(output, [source], writes="tflite")
+    if report_dir is not None and report_dir.resolve() in (out_path.resolve(), Path(source).resolve()):
+        raise UserError(f"--report {report_dir} is the {'output' if report_dir.resolve() == out_path.resolve() else 'source'}"
+                        " model's own path", "give the report a folder of its own")
     overrides = shape_overrides(input_shapes)
     notes: list[str] = []
     warnings: list[str] = []
@@ -370,13 +373,16 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
 
         ops = flatbuffer_summary(data)["ops"]
         io = io_specs(data)
-        atomic_write(out_path, data)
         files: list[Path] = []
-        if report_dir is not None:
-
-            files = write_report(report_dir, layers, f"{Path(str(source)).name} int8: RMSE/scale per layer "
-                                 f"({len(layers)} layers, {min(len(calib.samples), DEBUG_SAMPLES) if calib else 0} "
-                                 "samples)")
+        if report_dir is None:
+            atomic_write(out_path, data)
+        else:  # the model and its report together or not at all
+            with staged_folder(report_dir) as staging:
+                staged = write_report(staging, layers, f"{Path(str(source)).name} int8: RMSE/scale per layer "
+                                      f"({len(layers)} layers, {min(len(calib.samples), DEBUG_SAMPLES) if calib else 0}"
+                                      " samples)")
+                atomic_write(out_path, data)
+            files = [report_dir / f.name for f in staged]
             notes.append(f"per-layer quantization error written to {report_dir} ({', '.join(f.name for f in files)})")
     finally:
         model.close()
