@@ -158,6 +158,8 @@ BENCH = Command(
 # Convert's options that also shape what `tune` measures: declared once, taken by both.
 _CALIBRATION = Option("calibration", ("--calibration",), "path", "Calibration data for int8/int16x8: image folder "
                       "or glob, .npy/.npz, or random.", metavar="PATH|GLOB|random", literals=("random",))
+_CALIBRATION_SPEC = Option("calibration_spec", ("--calibration-spec",), help="Parse spec for TFRecord --calibration: "
+                           "FEATURE[=INPUT]:DTYPE[:SHAPE];..., inline or a .toml/.json file.", metavar="SPEC")
 _CALIBRATION_SAMPLES = Option("calibration_samples", ("--calibration-samples",), "int", "Calibration samples to use "
                               "(the first ones, in file-name order).", default=100, show_default=True, min=1)
 _PREPROCESS = Option("preprocess", ("--preprocess",), help="How pixels become the input, e.g. "
@@ -192,6 +194,7 @@ CONVERT = Command(
         Option("quantize", ("--quantize",), "choice", "Weights/activations precision.", default="none",
                show_default=True, choices=MODES, case_sensitive=False),
         _CALIBRATION,
+        _CALIBRATION_SPEC,
         _CALIBRATION_SAMPLES,
         _PREPROCESS,
         _INPUT_TYPE,

@@ -99,7 +99,8 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             report: str | Path | None = None, activation_ranges: str = "mse",
             target: str = "cpu", plan: str | Path | None = None, eval: str | Path | None = None,
             eval_samples: int = 100, check_cosine: float | None = None, weight_rounding: str = "adaptive",
-            max_size_ratio: float | None = None, progress: Progress | None = None) -> ConvertResult:
+            max_size_ratio: float | None = None, calibration_spec: str | Path | None = None,
+            progress: Progress | None = None) -> ConvertResult:
     """Convert `source` to a .tflite at `output` and verify it against the source.
 
     quantize: "none" (float32), "float16", "dynamic" (int8 weights), "int8" (full integer, needs
@@ -117,7 +118,9 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
     loading it in LiteRT, not timed); the target (and the plan's hash) is stored in the model's
     `tfshrink.target` metadata. keep_float=["none"] is strict full int8: every op that has an int8
     kernel in int8 (an op with none stays float, with a warning). calibration: a folder or
-    glob of JPEG/PNG images (needs `preprocess`), an .npy/.npz (keyed by input name), or "random".
+    glob of JPEG/PNG images (needs `preprocess`), an .npy/.npz (keyed by input name), "random", or a
+    streamed dataset (TFRecords read per the parse spec `calibration_spec`, a .toml/.json dataset
+    file, a module:function entry point; tfshrink.data.stream).
     preprocess: a SPEC such as "size=224x224,mean=127.5,std=127.5,color=rgb", stored in the model.
     input_shapes fix unknown dims (batch defaults to 1). inputs/outputs pick the tensors to convert
     between. keep_float: TFLite ops (CONV_2D) or TF nodes/scopes to leave in float (int8 only),
@@ -241,7 +244,7 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
         calib = None
         if calibration is not None:
             calib = load_calibration(calibration, specs, samples=calibration_samples, preprocess=spec, seed=seed,
-                                     progress=phase(progress, "loading calibration images"))
+                                     progress=phase(progress, "loading calibration images"), spec=calibration_spec)
             notes.extend(calib.notes)
             warnings.extend(calib.warnings)
             if mode not in CALIBRATED and mode != "auto":
