@@ -41,7 +41,8 @@ def test_peak_rss_of_10000_streamed_samples_is_within_1_2x_of_500(tmp_path: Path
     large, large_rss = _run(model, tmp_path / "10000.tflite", calibration, 10_000)
     print(f"\npeak RSS: 500 samples {small_rss:.0f} MiB, 10,000 samples {large_rss:.0f} MiB "
           f"({large_rss / small_rss:.3f}x)")
-    assert small["samples"] == 500 and large["samples"] == 10_000
+    # held out to check the result: every 5th sample, at most 100 (tfshrink.conversion.heldout)
+    assert small["samples"] == 400 and large["samples"] == 9_900
     assert "streamed from" in large["summary"] and "10 file(s)" in large["summary"]
     assert large_rss <= 1.2 * small_rss
 

@@ -183,6 +183,9 @@ _TARGET = Option("target", ("--target",), "choice", "What int8 is made for: cpu 
                  "softmax, small first conv and ops XNNPACK has no int8 kernel for, so the model runs in one "
                  "partition) or int8-only (every op int8: Edge TPU, NPU, microcontrollers).", default="cpu",
                  show_default=True, choices=TARGETS)
+# What the int8 model is made from, beyond the source and calibration data (convert and tune).
+_INT8_INPUTS = (_CALIBRATION_SAMPLES, _PREPROCESS, _INPUT_TYPE, _OUTPUT_TYPE, _shapes(api="input_shapes"), _INPUTS,
+                _OUTPUTS, _CUSTOM_OPS, _TF_OPS)
 _CONVERT_BIND = _binds("Replace a placeholder by a constant before converting (is_training=false); repeatable.")
 
 CONVERT = Command(
@@ -195,15 +198,7 @@ CONVERT = Command(
                show_default=True, choices=MODES, case_sensitive=False),
         _CALIBRATION,
         _CALIBRATION_SPEC,
-        _CALIBRATION_SAMPLES,
-        _PREPROCESS,
-        _INPUT_TYPE,
-        _OUTPUT_TYPE,
-        _shapes(api="input_shapes"),
-        _INPUTS,
-        _OUTPUTS,
-        _CUSTOM_OPS,
-        _TF_OPS,
+        *_INT8_INPUTS,
         _TARGET,
         Option("plan", ("--plan",), "path", "Apply a plan written by `tfshrink tune` (its measured choices replace "
                "the rules; int8, target cpu, no --keep-float).", metavar="PLAN.json"),
@@ -251,15 +246,7 @@ TUNE = Command(
         Option("plan", ("-o", "--output"), help="The plan to write (.json).", required=True, recipe=False),
         Option("calibration", _CALIBRATION.flags, "path", _CALIBRATION.help, metavar=_CALIBRATION.metavar,
                literals=_CALIBRATION.literals, required=True),
-        _CALIBRATION_SAMPLES,
-        _PREPROCESS,
-        _INPUT_TYPE,
-        _OUTPUT_TYPE,
-        _shapes(api="input_shapes"),
-        _INPUTS,
-        _OUTPUTS,
-        _CUSTOM_OPS,
-        _TF_OPS,
+        *_INT8_INPUTS,
         _RANGES,
         *_SAVEDMODEL,
         _CONVERT_BIND,

@@ -99,10 +99,8 @@ def open_source(source: str | Path, spec: str | Path | None = None, *, what: str
         if "files" not in table:
             raise UserError(f"{what} {path}: a dataset file needs `files` (a glob of TFRecord files)",
                             'e.g. files = "shards/*.tfrecord" and features = "image=input:uint8:28,28,1"')
-        unknown = sorted(set(table) - {"files", "features", "compression"})
-        if unknown:
-            raise UserError(f"{what} {path}: unknown key(s) {', '.join(unknown)}",
-                            "a dataset file holds files, features and (optionally) compression")
+        _only(table, ("files", "features", "compression"), f"{what} {path}",
+              "a dataset file holds files, features and (optionally) compression")
         pattern = str(table["files"])
         if not Path(pattern).is_absolute():
             pattern = str(path.parent / pattern)
@@ -115,6 +113,13 @@ def open_source(source: str | Path, spec: str | Path | None = None, *, what: str
                         "what each becomes", f"give one ({SPEC_HINT}), or pass a dataset file (.toml/.json) "
                         "with files and features")
     return _tfrecords(text, text, parse_spec(spec, what), "", what)
+
+
+def _only(table: dict[str, Any], keys: tuple[str, ...], where: str, hint: str) -> None:
+    """Refuse keys of a TOML/JSON table other than `keys`."""
+    unknown = sorted(set(table) - set(keys))
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}", hint)
 
 
 def _tfrecords(text: str, pattern: str, features: tuple[Feature, ...], compression: Any, what: str) -> Source:
@@ -163,10 +168,7 @@ def _features(value: Any, where: str) -> tuple[Feature, ...]:
             if not isinstance(entry, dict) or "dtype" not in entry:
                 raise UserError(f"{where}: feature {name!r} needs at least a dtype",
                                 'e.g. [features.image] input = "input_1", dtype = "uint8", shape = [28, 28, 1]')
-            extra = sorted(set(entry) - {"input", "dtype", "shape"})
-            if extra:
-                raise UserError(f"{where}: feature {name!r} has unknown key(s) {', '.join(extra)}",
-                                "a feature takes input, dtype and shape")
+            _only(entry, ("input", "dtype", "shape"), f"{where}: feature {name!r}", "a feature takes input, dtype and shape")
             shape = entry.get("shape")
             out.append(_checked(Feature(str(name), str(entry.get("input", name)), str(entry["dtype"]),
                                         None if shape is None else tuple(int(d) for d in shape)), where))
