@@ -389,13 +389,13 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
             notes.append(f"per-layer quantization error written to {report_dir} ({', '.join(f.name for f in files)})")
     finally:
         model.close()
-    return ConvertResult(str(source), model.format, str(out_path), mode, len(data), disk_bytes(Path(model.path)),
-                         tuple(io[0]), tuple(io[1]), defaults, calib, spec, prec, converted.kept_float, ops,
-                         tuple(notes), tuple(warnings), verification, verify_inputs, tuple(layers), auto_keep,
-                         tuple(str(f) for f in files), runtime, delegation,
+    return ConvertResult(mode, disk_bytes(Path(model.path)), defaults, calib, spec, prec, converted.kept_float,
+                         tuple(layers), auto_keep, tuple(str(f) for f in files), runtime, delegation,
                          chosen_plan.sha256 if chosen_plan is not None else None,
                          checked if verification is not None else None, floor if verification is not None else None,
-                         picked)
+                         picked, source=str(source), format=model.format, output=str(out_path), bytes=len(data),
+                         inputs=tuple(io[0]), outputs=tuple(io[1]), ops=ops, notes=tuple(notes),
+                         warnings=tuple(warnings), verification=verification, verify_inputs=verify_inputs)
 
 
 def _without_constant(verification: VerifyResult) -> VerifyResult:

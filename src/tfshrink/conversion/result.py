@@ -17,28 +17,37 @@ from tfshrink.tflite.preprocess import Preprocess
 from tfshrink.verification import VerifyResult
 
 
-@dataclass(frozen=True)
-class ConvertResult:
-    """What `convert` did: sizes, the mode and the defaults it chose, and how close the result is."""
+@dataclass(frozen=True, kw_only=True)
+class Written:
+    """A .tflite written from a source model (convert, convert_qat): the source and its format, the
+    file written, its size, I/O and op counts, what was noted, and its check against the source
+    (`verification`, on `verify_inputs`). Keyword-only, so results built on it keep their own
+    positional fields."""
 
     source: str
     format: str
     output: str
-    quantize: str
     bytes: int
-    source_bytes: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
-    defaults: dict[str, Any]
-    calibration: Calibration | None
-    preprocess: Preprocess | None
-    precision: Precision | None
-    kept_float: dict[str, list[str]]
     ops: dict[str, int]
     notes: tuple[str, ...]
     warnings: tuple[str, ...]
     verification: VerifyResult | None
     verify_inputs: str = ""
+
+
+@dataclass(frozen=True)
+class ConvertResult(Written):
+    """What `convert` did: sizes, the mode and the defaults it chose, and how close the result is."""
+
+    quantize: str
+    source_bytes: int
+    defaults: dict[str, Any]
+    calibration: Calibration | None
+    preprocess: Preprocess | None
+    precision: Precision | None
+    kept_float: dict[str, list[str]]
     layers: tuple[LayerError, ...] = ()  # per-layer quantization error (--report, --keep-float auto)
     auto_keep: AutoKeep | None = None
     report_files: tuple[str, ...] = ()

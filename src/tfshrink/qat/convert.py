@@ -40,6 +40,7 @@ from tfshrink.conversion.fake_quant import (
     range_feeds,
     unquantized_outputs,
 )
+from tfshrink.conversion.result import Written
 from tfshrink.conversion.rules import target_entry
 from tfshrink.data.shapes import fill_shapes
 from tfshrink.errors import UserError
@@ -61,25 +62,14 @@ IO_TYPES = ("float32", "int8", "uint8")
 
 
 @dataclass(frozen=True)
-class QatConvertResult:
+class QatConvertResult(Written):
     """What `convert_qat` wrote: the int8 model, where its ranges came from, how close it is."""
 
-    source: str
-    format: str
-    output: str
-    bytes: int
     input_type: str
     output_type: str
-    inputs: tuple[TensorSpec, ...]
-    outputs: tuple[TensorSpec, ...]
-    ops: dict[str, int]
     float_ops: dict[str, int]  # ops left computing in float (none for a fully int8 model)
     edge_conversions: dict[str, int]  # QUANTIZE / DEQUANTIZE at the model's float inputs/outputs
     ranges: tuple[FakeQuantRange, ...]
-    notes: tuple[str, ...]
-    warnings: tuple[str, ...]
-    verification: VerifyResult | None
-    verify_inputs: str = ""
 
     @property
     def fully_int8(self) -> bool:
@@ -147,10 +137,11 @@ def convert_qat(source: Any, output: str | Path, *, input_type: str = "float32",
                                               verify_samples, seed, where)
         io = io_specs(data)
         atomic_write(out_path, data)
-    return QatConvertResult(str(where), model.format, str(out_path), len(data), in_type, out_type,
-                            tuple(io[0]), tuple(io[1]), flatbuffer_summary(data)["ops"], dict(prec.float_ops),
-                            dict(prec.edge_conversions), tuple(ranges), tuple(notes), tuple(warnings),
-                            verification, described)
+    return QatConvertResult(in_type, out_type, dict(prec.float_ops), dict(prec.edge_conversions), tuple(ranges),
+                            source=str(where), format=model.format, output=str(out_path), bytes=len(data),
+                            inputs=tuple(io[0]), outputs=tuple(io[1]), ops=flatbuffer_summary(data)["ops"],
+                            notes=tuple(notes), warnings=tuple(warnings), verification=verification,
+                            verify_inputs=described)
 
 
 @contextlib.contextmanager
