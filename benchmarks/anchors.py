@@ -306,7 +306,7 @@ def onet(out: Path, rounds: int) -> dict[str, Any]:
             "metric": "face-probability change", "rows": rows, "checks": checks, "auto": auto}
 
 
-def _table(result: dict[str, Any]) -> str:
+def table(result: dict[str, Any]) -> str:
     rows = result["rows"]
     cols = ["top1", "mean_abs"] if result["model"] == "fer" else ["worst", "mean", "top1"]
     head = "| converter | " + " | ".join(cols) + " | bytes | XNNPACK partitions | LiteRT 1 thread ms |"
@@ -349,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             print(f"\n## {r['model']}: {r['metric']} on {r['held_out']} held-out samples "
                   f"(calibrated on {r['calibration']} others)\n")
-            print(_table(r))
+            print(table(r))
     return 0 if all(ok for r in results for ok in r["checks"].values()) else 1
 
 

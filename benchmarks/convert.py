@@ -2,7 +2,11 @@
 to the TF session running the frozen .pb, for Keras MobileNetV2 and the small digits CNN.
 
 Run: python benchmarks/convert.py [--out DIR] [--models mobilenet_v2,digits] [--rounds N]
-     [--processes N] [--json] [--rebuild]
+     [--processes N] [--json] [--rebuild] [--anchors fer,onet|none]
+
+In the same run (`--anchors`), benchmarks/anchors.py judges tfshrink's int8 on real models and
+held-out real data against TFLiteConverter full int8, ai-edge-quantizer's static int8,
+dynamic-range and the authors' own files (fer, MTCNN ONet); its targets count as this script's.
 
 1. Models (cached in --out, built in a child process so Keras' memory never skews the timings):
    - mobilenet_v2: Keras MobileNetV2, weights=None with seeded random batch-norm statistics, frozen
@@ -10,11 +14,11 @@ Run: python benchmarks/convert.py [--out DIR] [--models mobilenet_v2,digits] [--
    - digits: the CNN the tests train on scikit-learn's digits (tests/builders.py), frozen, with
      100 training images as calibration data.
 2. Every mode through tfshrink.convert with its defaults: float32, float16, dynamic, int8 (float
-   I/O, tfshrink's default: the output softmax in float, the first conv of an image input too
-   where convert measured that more than 5% faster, and then up to two more leading layers in
-   dynamic-range form where each measured more than 5% faster), int8 strict (--keep-float none: every op int8), int8 default with
-   int8 I/O, int16x8. Calibration: the digits' own images;
-   for MobileNetV2 (random weights, nothing to be accurate about) seeded random inputs in [-1, 1].
+   I/O, tfshrink's default --target cpu, by rules and never by timing: the output softmax in float,
+   a small first conv of an image input in float, and ops XNNPACK has no int8 kernel for in float,
+   so the model runs in one XNNPACK partition), int8 strict (--keep-float none: every op int8),
+   int8 default with int8 I/O, int16x8. Calibration: the digits' own images; for MobileNetV2
+   (random weights, nothing to be accurate about) seeded random inputs in [-1, 1].
    The .tflite files are cached in --out/convert (--rebuild converts again).
 3. Latency, in --processes fresh processes (a process's CPU and memory placement moves all its
    timings together: the digits CNN measured 4.8 us in one process and 7.2 us in the next): in each,
@@ -297,6 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, default=3, help="latency: fresh processes to time in")
     parser.add_argument("--rebuild", action="store_true", help="convert again instead of reusing --out/convert")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--anchors", default="fer,onet",
+                        help="real models judged on held-out data against TFLiteConverter, ai-edge-quantizer, "
+                             "dynamic-range and the authors' files (benchmarks/anchors.py); 'none' skips them")
     parser.add_argument("--build-only", help=argparse.SUPPRESS)
     parser.add_argument("--latency-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -315,14 +322,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         m, s = check(r)
         misses += m
         said += s
+    judged: list[dict[str, Any]] = []
+    if args.anchors != "none":  # accuracy on held-out real data, against the anchors, in this same run
+        _sys_path()
+        import anchors
+
+        makers = {"fer": anchors.fer, "onet": anchors.onet}
+        folder = args.out / "anchors"
+        folder.mkdir(parents=True, exist_ok=True)
+        judged = [makers[name](folder, args.rounds) for name in args.anchors.split(",")]
+        misses += [f"{j['model']}: {name}" for j in judged for name, ok in j["checks"].items() if not ok]
     if args.json:
-        print(json.dumps({"reports": reports, "misses": misses, "explained": said}, indent=2))
+        print(json.dumps({"reports": reports, "anchors": judged, "misses": misses, "explained": said}, indent=2))
     else:
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores ({cpu_flags()}); LiteRT with XNNPACK; "
               f"latency: median over {args.processes} fresh processes of each one's median over {args.rounds} "
               "interleaved rounds; 'vs dynamic' is the median of the per-process ratios\n")
         for r in reports:
             print(table(r) + "\n")
+        for j in judged:
+            print(f"## {j['model']}: {j['metric']} on {j['held_out']} held-out samples "
+                  f"(calibrated on {j['calibration']} others)\n")
+            print(anchors.table(j) + "\n")
         for line in said:
             print("note: " + line)
         print("targets: " + ("all met" if not misses else "MISSED: " + "; ".join(misses)))
