@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from tfshrink import _tf
-from tfshrink.conversion.modes import CALIBRATED
+from tfshrink.conversion.modes import REGISTRY
 from tfshrink.conversion.ranges import refine
 from tfshrink.conversion.rounding import round_weights
 from tfshrink.data.calibration import InputSpec
@@ -57,9 +57,10 @@ def _ops_sets(options: ConvertOptions, allow_float: bool = False) -> list[Any]:
     """The converter's supported_ops for the mode: int8 and int16x8 are restricted to integer
     kernels unless `allow_float` (--keep-float, or ops int16x8 lacks)."""
     sets = _tf.tf().lite.OpsSet
-    chosen = {"int8": [sets.TFLITE_BUILTINS_INT8],
-              "int16x8": [sets.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]}.get(options.quantize, [])
+    chosen = [getattr(sets, name) for name in REGISTRY[options.quantize].ops]
     if allow_float or not chosen:
+        # int8 with float ops left (--keep-float) converts on the float builtins; int16x8 keeps its
+        # int16 kernels and falls back to float ones where it has none.
         chosen = [*chosen, sets.TFLITE_BUILTINS] if options.quantize != "int8" else [sets.TFLITE_BUILTINS]
     if options.select_tf_ops:
         chosen.append(sets.SELECT_TF_OPS)
@@ -87,11 +88,12 @@ def configured_converter(graph_def: Any, inputs: Sequence[InputSpec], outputs: S
     tf = _tf.tf()
     mode = options.quantize
     converter = _converter(graph_def, inputs, outputs, where)
-    if mode != "none":
+    spec = REGISTRY[mode]
+    if spec.optimize:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    if mode == "float16":
-        converter.target_spec.supported_types = [tf.float16]
-    if mode in CALIBRATED:
+    if spec.types:
+        converter.target_spec.supported_types = [_tf_dtype(t) for t in spec.types]
+    if spec.calibrated:
         converter.representative_dataset = representative_dataset(inputs, samples, progress)
         converter.inference_input_type = _tf_dtype(options.input_type)
         converter.inference_output_type = _tf_dtype(options.output_type)

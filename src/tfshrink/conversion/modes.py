@@ -3,9 +3,38 @@ does. Imports nothing, so the CLI can list the modes without loading the convert
 
 from __future__ import annotations
 
-MODES = ("none", "float16", "dynamic", "int8", "int16x8", "auto")
-IO_TYPES = {"int8": ("float32", "int8", "uint8"), "int16x8": ("float32", "int16")}
-CALIBRATED = ("int8", "int16x8")  # the modes that need calibration data (or FakeQuant ranges)
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One `--quantize` mode, as TFLiteConverter makes it: `optimize` sets Optimize.DEFAULT,
+    `types` the converter's supported_types (dtype names), `ops` the OpsSet names its kernels come
+    from (none: TFLITE_BUILTINS), `calibrated` that it needs representative data (or FakeQuant
+    ranges) and takes `io_types` for its inputs and outputs. A mode whose model is chosen rather
+    than converted (auto) has `converted` False."""
+
+    optimize: bool = True
+    types: tuple[str, ...] = ()
+    ops: tuple[str, ...] = ()
+    calibrated: bool = False
+    io_types: tuple[str, ...] = ()
+    converted: bool = True
+
+
+# The registry: adding a mode that TFLiteConverter can make is one entry here (and its NOTES line).
+REGISTRY = {
+    "none": Mode(optimize=False),
+    "float16": Mode(types=("float16",)),
+    "dynamic": Mode(),
+    "int8": Mode(ops=("TFLITE_BUILTINS_INT8",), calibrated=True, io_types=("float32", "int8", "uint8")),
+    "int16x8": Mode(ops=("EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8",), calibrated=True,
+                    io_types=("float32", "int16")),
+    "auto": Mode(converted=False),
+}
+MODES = tuple(REGISTRY)
+IO_TYPES = {name: m.io_types for name, m in REGISTRY.items() if m.io_types}
+CALIBRATED = tuple(name for name, m in REGISTRY.items() if m.calibrated)  # need calibration data (or FakeQuant ranges)
 TARGETS = ("cpu", "int8-only")  # what int8 is made for (tfshrink.conversion.rules)
 TARGET_HELP = {
     "cpu": "LiteRT on CPU with XNNPACK (default): int8 with a float output softmax, a float small first conv "
