@@ -59,6 +59,7 @@ import numpy as np
 
 from tfshrink import _tf
 from tfshrink.data.calibration import InputSpec
+from tfshrink.errors import first_line
 from tfshrink.tflite.flatbuffer import opcode_names, read, schema
 
 METHODS = ("adaptive", "nearest")
@@ -264,8 +265,6 @@ def round_weights(quantized: bytes, calibrated: bytes, inputs: Sequence[InputSpe
     try:
         moments = _moments(bytes(data), layers, inputs, used)
     except (RuntimeError, ValueError) as exc:  # Select TF ops, custom ops LiteRT has no kernel for here
-        from tfshrink.errors import first_line
-
         return Rounded(bytes(data), 0, 0, 0, len(used), error=first_line(exc)[:120])
     qsub, fsub = qmodel.Subgraphs(0), fmodel.Subgraphs(0)
     done = moved = total = 0
