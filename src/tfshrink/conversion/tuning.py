@@ -37,6 +37,7 @@ from typing import Any
 from tfshrink import _tf
 from tfshrink.benchmarking import latency_stats, measure
 from tfshrink.benchmarking.runners import open_runner
+from tfshrink.conversion.api import convert
 from tfshrink.conversion.converter import ConvertOptions, quantize
 from tfshrink.conversion.delegation import xnnpack_delegation
 from tfshrink.conversion.hybrid import hybridize
@@ -276,9 +277,6 @@ def tune(source: str | Path, plan: str | Path, *, calibration: str | Path, calib
     threads) and write them to the JSON file `plan`, which `convert(..., plan=plan)` applies.
     Takes convert's options for the int8 model (the same ones must be given to convert); see the
     module docstring for what is measured. Raises UserError for bad input; nothing is written then."""
-    # Not at the top: conversion.api imports this module (convert applies plans), so the import
-    # would be a cycle; tune calls convert to write the model it measured.
-    from tfshrink.conversion.api import convert
 
     if check_target(target) != "cpu":
         raise UserError(f"--target {target} has nothing to tune: every op is int8 where a kernel exists",
