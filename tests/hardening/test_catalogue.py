@@ -310,6 +310,9 @@ CASES: dict[str, Case] = {
     "report, SIGTERM during the write": Case("data loss", lambda c: Run(
         ["report", c.copy("tflite"), "-o", c.out / "r.html", "--no-bench"], code=143,
         patch=_fail_fsync(Terminated()))),
+    "tune, SIGTERM during the plan's write": Case("data loss", lambda c: Run(
+        ["tune", c.copy("keras"), "-o", c.out / "plan.json", "--calibration", "random", "--calibration-samples", "4",
+         "--rounds", "1", "--runs", "1"], code=143, patch=_fail_fsync(Terminated()))),
     "run, SIGINT during a step's write": Case("data loss", lambda c: Run(
         ["run", _recipe_freeze(c), "--out", c.out], code=130, patch=_fail_fsync(KeyboardInterrupt()))),
     "freeze, disk full during the write": Case("data loss", lambda c: Run(
