@@ -364,15 +364,21 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
                     model, frozen, specs, bool(inputs), tmp_path, out_path, checked, spec, verify, verify_samples,
                     seed, notes, phase(progress, "verifying"), random, bound_values(model, bind_map))
         floor = threshold(check_cosine, min_cosine if choosing else None)
+        if check_cosine is None and mode not in CALIBRATED and mode != "auto":
+            # float16 and dynamic-range keep float activations: a low cosine there is a warning (below)
+            # unless --check-cosine asks for more; a constant output or a cosine <= 0 still fails.
+            floor = 0.0
         if verification is not None:
             real = checked is not None and bool(checked.feeds) and checked.kind != "random"  # random: warn only
             check(verification if real else _without_constant(verification), floor, verify_inputs,
                   "auto" if picked else mode)
             warnings.extend(verification.warnings)
-        if verification is not None and mode in ("none", "float16"):
+        expected = {"none": 0.9999, "float16": 0.9999, "dynamic": 0.99}.get(mode)
+        if verification is not None and expected is not None:
             worst = min((o.cosine for o in verification.outputs), default=1.0)
-            if worst < 0.9999:
-                warnings.append(f"the {mode} model differs from the source more than expected (cosine {worst:.6f})")
+            if worst < expected:
+                warnings.append(f"the {mode} model differs from the source more than expected (cosine {worst:.6f}; "
+                                "--check-cosine makes that a failed check)")
 
         ops = flatbuffer_summary(data)["ops"]
         io = io_specs(data)
