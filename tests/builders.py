@@ -335,3 +335,14 @@ def broken_int8_pb(digits: Digits, path: Path) -> Path:
         tf.nn.softmax(logits, name="probs")
     path.write_bytes(graph.as_graph_def().SerializeToString())
     return path
+
+
+def chromium() -> str | None:
+    """A headless-capable Chromium on PATH (CI installs Debian's), or None."""
+    import shutil
+
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        found = shutil.which(name)
+        if found:
+            return found
+    return None

@@ -32,17 +32,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.builders import chromium
 from tfshrink import _tf
 
 REBIND_HOST = "rebind.example"  # resolved to 127.0.0.1 by the browser only: a DNS-rebinding page
-
-
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
 
 
 class Chromium:
@@ -163,14 +156,14 @@ class Served:
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
-    binary = _chromium()
+    binary = chromium()
     if binary is None:
         pytest.skip("no Chromium installed (chromium, chromium-browser or google-chrome on PATH)")
-    chromium = Chromium(binary, tmp_path_factory.mktemp("chromium_profile"))
+    driven = Chromium(binary, tmp_path_factory.mktemp("chromium_profile"))
     try:
-        yield chromium
+        yield driven
     finally:
-        chromium.close()
+        driven.close()
 
 
 @pytest.fixture(scope="module")

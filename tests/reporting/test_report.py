@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.builders import chromium
 from tfshrink.cli import main
 from tfshrink.errors import UserError
 from tfshrink.reporting.charts import Bar, bar_chart
@@ -76,16 +76,8 @@ def test_one_model_report_has_no_agreement(tflite_file: Path, tmp_path: Path) ->
     assert result.names == ("two_io.tflite",) and "Agreement" not in html and "two_io.tflite" in html
 
 
-def _chromium() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
 def test_report_renders_in_headless_chromium(html_report: tuple[Path, object], tmp_path: Path) -> None:
-    browser = _chromium()
+    browser = chromium()
     if browser is None:
         pytest.skip("no Chromium installed (chromium, chromium-browser or google-chrome on PATH)")
     from PIL import Image

@@ -165,7 +165,8 @@ def _guard_host() -> None:
     build date (see the module's note).
 
     Private: netron.server exposes no hook for this; its handler class is replaced by a subclass
-    that checks the Host header first (once per process)."""
+    that checks the Host header first (once per process), and its server's request threads are
+    made daemons."""
     import netron.server as server
 
     base = server._HTTPRequestHandler
@@ -205,6 +206,9 @@ def _guard_host() -> None:
             super().do_GET()
 
     server._HTTPRequestHandler = Guarded
+    # A browser's idle (preconnected) connection blocks a handler thread in readline; as a daemon
+    # thread it cannot keep the process alive once the server has stopped (SIGTERM, Ctrl-C).
+    server._ThreadedHTTPServer.daemon_threads = True
 
 
 def view(model: str | Path, *, port: int | None = None, browse: bool = True,
