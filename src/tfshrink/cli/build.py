@@ -87,10 +87,10 @@ def _progress_bar(kind: str | None) -> Iterator[Callable[..., None] | None]:
         yield step
 
 
-def run_command(command: Command, values: dict[str, Any], **extra: Any) -> int:
-    """Call the command's API with the command line's values (and `extra` keywords), then print its
-    result; the exit code is 1 when the declared check failed."""
-    kw = {**api_kwargs(command, values), **extra}
+def run_command(command: Command, values: dict[str, Any]) -> int:
+    """Call the command's API with the command line's values, then print its result; the exit code
+    is 1 when the declared check failed."""
+    kw = api_kwargs(command, values)
     with _progress_bar(command.progress) as step:
         if step is not None:
             kw["progress"] = step

@@ -25,7 +25,7 @@ from tfshrink.errors import CheckFailed, TfshrinkError, UserError
 from tfshrink.fileio import atomic_write
 from tfshrink.graph import io_ops, shapes
 
-__all__ = ["BENCH_RESOURCE", "Outcome", "RayPool", "execute_step"]
+__all__ = ["BENCH_RESOURCE", "Call", "Outcome", "RayPool", "call_outcome", "execute_step", "finish_shards"]
 
 BENCH_RESOURCE = "tfshrink_bench"
 
@@ -69,6 +69,15 @@ def finish_shards(kind: str, outcomes: list[Any], options: Mapping[str, Any], ou
     try:
         return finish_result(kind, resolve(kind_spec.merge)(outcomes), options, output)
     except BaseException as exc:  # raised again by the runner, after the summary is written
+        return exc
+
+
+def call_outcome(call: Call) -> Outcome:
+    """`execute_step` on `call` in this process, with what it raised as the outcome (the runner
+    raises it again once the summary is written)."""
+    try:
+        return execute_step(*call)
+    except BaseException as exc:
         return exc
 
 
@@ -122,23 +131,17 @@ class RayPool:
 
     def run(self, jobs: list[Call]) -> list[Outcome]:
         """Run the jobs (kind, args, kwargs, options, output) at once; their outcomes, in order."""
-        futures: list[Any] = []
-        local: list[int] = []
-        for i, (kind, args, kw, options, output) in enumerate(jobs):
+        futures: list[Any] = []  # None: a bench step the driver runs (no node offers the resource)
+        for kind, args, kw, options, output in jobs:
             if kind == "bench" and not self.bench_on_workers:
                 futures.append(None)
-                local.append(i)
                 continue
             remote = self.remote.options(resources={BENCH_RESOURCE: 1}) if kind == "bench" else self.remote
             futures.append(remote.remote(kind, args, kw, dict(options), str(output), self.settings))
         outcomes: list[Outcome] = []
-        for i, future in enumerate(futures):
-            if i in local:
-                kind, args, kw, options, output = jobs[i]
-                try:
-                    outcomes.append(execute_step(kind, args, kw, options, output))
-                except BaseException as exc:  # raised by the driver as the step's failure
-                    outcomes.append(exc)
+        for call, future in zip(jobs, futures, strict=True):
+            if future is None:
+                outcomes.append(call_outcome(call))
                 continue
             try:
                 status, value = self.ray.get(future)

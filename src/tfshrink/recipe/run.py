@@ -22,7 +22,7 @@ from tfshrink.recipe.cache import (
     recorded_outputs,
     store_entry,
 )
-from tfshrink.recipe.parallel import Call, Outcome, RayPool, execute_step, finish_shards
+from tfshrink.recipe.parallel import Call, Outcome, RayPool, call_outcome, finish_shards
 from tfshrink.recipe.parse import Recipe, Ref, Step, load_recipe
 from tfshrink.recipe.schema import KINDS, kind_options
 from tfshrink.reporting.compare import default_names
@@ -30,7 +30,6 @@ from tfshrink.reporting.compare import default_names
 __all__ = ["SUMMARY", "RunResult", "StepRecord", "run_recipe"]
 
 SUMMARY = "summary.json"
-KINDS_MERGE = {name: c.recipe.merge for name, c in COMMANDS.items() if c.recipe is not None}
 CACHE_FORMAT = 1
 
 
@@ -180,7 +179,7 @@ class _Runner:
                 else:
                     jobs.append(job)
             calls = [c for j in jobs for c in j.calls]
-            outcomes = self.pool.run(calls) if self.pool is not None and len(calls) > 1 else [_call(c) for c in calls]
+            outcomes = self.pool.run(calls) if self.pool is not None and len(calls) > 1 else [call_outcome(c) for c in calls]
             for job in jobs:
                 mine, outcomes = outcomes[:len(job.calls)], outcomes[len(job.calls):]
                 outcome = mine[0] if len(mine) == 1 else finish_shards(job.step.kind, mine, job.step.options, job.path)
@@ -231,10 +230,10 @@ class _Runner:
             return None
         if self.on_step is not None:
             self.on_step(record, "start")
-        args, kwargs = self.call_arguments(step, self.out / output)
         path = self.out / output
+        args, kwargs = self.call_arguments(step, path)
         shards = int(step.options.get("shards") or 1)
-        if shards > 1 and KINDS_MERGE.get(step.kind):
+        if shards > 1 and COMMANDS[step.kind].recipe.merge:  # type: ignore[union-attr]
             calls = [(step.kind, args, {**kwargs, "shard": (i, shards)}, step.options, path) for i in range(shards)]
         else:
             calls = [(step.kind, args, kwargs, step.options, path)]
@@ -253,7 +252,7 @@ class _Runner:
             worst = numbers["max_abs_error"]
             raise CheckFailed(f"outputs differ beyond tolerance (max abs error {worst:.3g})",
                               f"see {output}; loosen atol/rtol in the recipe if that is expected")
-        report_dir = job.step.options.get("report") if job.step.kind == "convert" else None
+        report_dir = _report_dir(job.step)
         store_entry(self.out, job.key, {"name": job.step.name, "kind": job.step.kind, "output": output,
                                         "extra": [report_dir] if report_dir else [], "numbers": numbers,
                                         "ran_in_s": round(job.record.duration_s, 3)})
@@ -264,7 +263,7 @@ class _Runner:
         """Where later steps find this step's model and report."""
         if KINDS[step.kind].model is not None:
             self.outputs[step.name] = self.out / _output_name(step)
-        report_dir = step.options.get("report") if step.kind == "convert" else None
+        report_dir = _report_dir(step)
         if report_dir:
             self.reports[step.name] = self.out / report_dir
 
@@ -275,9 +274,9 @@ class _Runner:
         kw = self.api_kwargs(step)
         if step.kind == "report" and "names" not in kw:
             kw["names"] = _report_names(step.options["models"])
-        kw["output"] = output  # the runner names each artifact; JSON-writing kinds write it themselves
-        args = [kw.pop(name) for name in kind.positional]
-        kw.pop("output", None)
+        # The runner names each artifact; kinds whose API takes no output (verify, bench) have it
+        # written from their JSON result.
+        args = [output if name == "output" else kw.pop(name) for name in kind.positional]
         return args, kw
 
 
@@ -297,11 +296,9 @@ def _failed(record: StepRecord, exc: BaseException) -> tuple[StepRecord, BaseExc
     return record, exc
 
 
-def _call(call: tuple[str, list[Any], dict[str, Any], Any, Path]) -> Outcome:
-    try:
-        return execute_step(*call)
-    except BaseException as exc:  # raised again by the runner, after the summary is written
-        return exc
+def _report_dir(step: Step) -> str | None:
+    """A convert step's per-layer report folder (relative to the output folder), if it writes one."""
+    return step.options.get("report") if step.kind == "convert" else None
 
 
 def _report_names(models: list[Any]) -> list[str]:
@@ -338,7 +335,7 @@ def _check_outputs(r: Recipe, out_dir: Path, force: bool) -> None:
     for step in r.steps:
         name = _output_name(step)
         where = f"{r.display}:{step.line}"
-        report = step.options.get("report") if step.kind == "convert" else None
+        report = _report_dir(step)
         if report and Path(report).parts[0] in outputs:
             raise UserError(f"{r.display}:{step.line_of('report')}: step {step.name!r}'s report folder {report!r} "
                             f"is step {outputs[Path(report).parts[0]].name!r}'s output", "give it another name")
