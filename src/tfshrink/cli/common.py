@@ -1,4 +1,4 @@
-"""What every command shares: consoles, --json output, warnings, progress bars, the options several commands take."""
+"""What every command shares: consoles, --json output, warnings, progress bars, number formats."""
 
 from __future__ import annotations
 
@@ -44,11 +44,6 @@ def _progress(label: str) -> Iterator[Callable[[int, int], None]]:
             bar.update(task, completed=done, total=total)
 
         yield step
-
-
-def _shape_option(f: Any) -> Any:
-    return click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=D1,D2,...",
-                        help="Shape for an input with unknown dims (repeatable).")(f)
 
 
 @contextlib.contextmanager
@@ -109,30 +104,5 @@ def _dynamic_range(counts: dict[str, int] | None) -> str:
     return f" (of them in dynamic-range form, int8 weights: {_op_counts(counts)})" if counts else ""
 
 
-def _names_option(f: Any) -> Any:
-    return click.option("--names", help="Display names, comma-separated, one per model (default: file names).")(f)
-
-
 def _split(text: str | None) -> list[str] | None:
     return [n.strip() for n in text.split(",")] if text else None
-
-
-def _measure_options(f: Any) -> Any:
-    """The inputs and timing options compare and report share."""
-    for option in reversed([
-        click.option("--inputs", "feeds", type=click.Path(),
-                     help="Inputs: .npz keyed by input name, or images (default: random)."),
-        click.option("--samples", type=click.IntRange(min=1), default=3, show_default=True,
-                     help="Random input sets / images."),
-        click.option("--preprocess", metavar="SPEC",
-                     help="Image --inputs: size=WxH,mean=M,std=S,color=rgb (default: the one a .tflite stores)."),
-        click.option("--runs", type=click.IntRange(min=1), default=20, show_default=True, help="Timed runs per model."),
-    ]):
-        f = option(f)
-    return f
-
-
-def _savedmodel_options(f: Any) -> Any:
-    """--signature and --tags: which signature and MetaGraph of a SavedModel to use."""
-    f = click.option("--tags", help="SavedModel MetaGraph tag set, comma-separated (default: serve, or the only one).")(f)
-    return click.option("--signature", help="SavedModel signature (default: serving_default).")(f)

@@ -11,12 +11,11 @@ from typing import Any
 
 __all__ = ["Command", "Option", "RecipeKind"]
 
-# Option kinds. The CLI reads each as a string (path: a click.Path; dir: a click.Path that is not a
-# file), except int/float (numbers, with a range when min/max are given), bool (a flag) and choice.
+# Option kinds (Option.kind). The CLI reads each as a string (path: a click.Path; outdir: a click.Path that
+# is not a file), except int/float (numbers, with a range when min/max are given), bool (a flag) and choice.
 # Recipes type them more finely: names ("a,b" or a list), shapes ({name = [dims]} or
 # ["name=1,2,3"]), binds ({name = value} or ["name=value"]), model (a path or "@step"), models (a
 # list of those), path (relative to the recipe), outdir (true or a folder inside the output folder).
-KINDS = ("str", "int", "float", "bool", "choice", "names", "shapes", "binds", "model", "models", "path", "outdir")
 
 
 @dataclass(frozen=True)
@@ -103,9 +102,6 @@ class Command:
     check: str | None = None
     warns: bool = False
     recipe: RecipeKind | None = None
-
-    def option(self, key: str) -> Option:
-        return next(o for o in self.options if o.key == key)
 
     def function(self) -> Callable[..., Any]:
         if self.api is None:
