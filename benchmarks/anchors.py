@@ -129,12 +129,11 @@ def edge_quantizer(float_tflite: Path, out: Path, calibration: np.ndarray) -> by
     import ai_edge_quantizer as aq
     from ai_edge_litert.interpreter import Interpreter
 
-    runner = Interpreter(model_path=str(float_tflite)).get_signature_runner()
-    (key,) = runner.get_input_details()
-    quantizer = aq.Quantizer(str(float_tflite))
-    quantizer.load_quantization_recipe(aq.recipe.static_wi8_ai8())
     interp = Interpreter(model_path=str(float_tflite))
     (signature,) = interp.get_signature_list()
+    (key,) = interp.get_signature_runner(signature).get_input_details()
+    quantizer = aq.Quantizer(str(float_tflite))
+    quantizer.load_quantization_recipe(aq.recipe.static_wi8_ai8())
     result = quantizer.calibrate({signature: [{key: x[None].astype(np.float32)} for x in calibration]})
     quantized = quantizer.quantize(result)
     quantized.export_model(str(out), overwrite=True)

@@ -116,8 +116,8 @@ def compare(a: Model, b: Model, feed_list: Sequence[Mapping[str, np.ndarray]], *
     for done, feeds in enumerate(feed_list, start=1):
         ra = a.run({**feeds, **(extra_a or {})})
         rb = b.run({**{sb.name: feeds[sa.name] for sa, sb in in_pairs}, **(extra_b or {})})
-        for (sa, _), acc in zip(out_pairs, stats, strict=True):
-            va, vb = np.asarray(ra[sa.name]), np.asarray(rb[_.name])
+        for (sa, sb), acc in zip(out_pairs, stats, strict=True):
+            va, vb = np.asarray(ra[sa.name]), np.asarray(rb[sb.name])
             if va.shape != vb.shape:
                 if va.size != vb.size:
                     raise UserError(f"{where}: output {sa.name} has shape {va.shape} in A and {vb.shape} in B",
