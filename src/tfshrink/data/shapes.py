@@ -11,14 +11,9 @@ import numpy as np
 
 from tfshrink.data.calibration import InputSpec
 from tfshrink.errors import UserError
+from tfshrink.model.base import shape_text
 
 __all__ = ["fill_shapes", "shape_text"]
-
-
-def shape_text(shape: Sequence[int | None] | None) -> str:
-    if shape is None:
-        return "<unknown>"
-    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
 
 
 def _np_dtype(dtype: str, name: str, where: str) -> str:

@@ -67,6 +67,11 @@ def is_entry_point(text: str) -> bool:
     return bool(_ENTRY.match(text)) and not Path(text).exists()
 
 
+def _dataset_file(path: Path) -> bool:
+    """A .toml/.json dataset (or parse spec) file that exists."""
+    return path.suffix.lower() in DATASET_FILE_SUFFIXES and path.is_file()
+
+
 def _tfrecord_name(name: str) -> bool:
     lower = name.lower()
     return any(lower.endswith(s) or f"{s}-" in lower for s in TFRECORD_SUFFIXES)  # x.tfrecord-00001-of-00010
@@ -79,7 +84,7 @@ def is_streamed(source: str | Path, spec: str | Path | None = None) -> bool:
     if spec is not None:
         return True
     path = Path(text)
-    if path.suffix.lower() in DATASET_FILE_SUFFIXES and path.is_file():
+    if _dataset_file(path):
         return True
     if is_entry_point(text):
         return True
@@ -94,7 +99,7 @@ def open_source(source: str | Path, spec: str | Path | None = None, *, what: str
     replaces its features), or an entry point."""
     text = str(source)
     path = Path(text)
-    if path.suffix.lower() in DATASET_FILE_SUFFIXES and path.is_file():
+    if _dataset_file(path):
         table = _read_table(path, what)
         if "files" not in table:
             raise UserError(f"{what} {path}: a dataset file needs `files` (a glob of TFRecord files)",
@@ -153,7 +158,7 @@ def parse_spec(spec: str | Path, what: str = "--data") -> tuple[Feature, ...]:
     file whose `features` key holds that text or one table per feature."""
     text = str(spec)
     path = Path(text)
-    if path.suffix.lower() in DATASET_FILE_SUFFIXES and path.is_file():
+    if _dataset_file(path):
         return _features(_read_table(path, what).get("features"), f"{what} spec {path}")
     return _features(text, f"{what} spec")
 

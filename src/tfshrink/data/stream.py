@@ -44,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import itertools
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -69,9 +70,6 @@ _IMAGE_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"B
 _PARALLEL = 2  # parse calls in flight: a fixed, small number keeps memory flat (AUTOTUNE may grow buffers)
 
 T = TypeVar("T")
-
-
-# -- recognising and opening a source ---------------------------------------------------------------
 
 
 # -- building the tf.data pipeline --------------------------------------------------------------------
@@ -144,7 +142,7 @@ def _decoders(source: Source, what: str) -> list[tuple[str, int, Callable[[Any],
         if field in ("float_list", "int64_list"):
             values = len(getattr(stored[f.name], field).value)
             shape = f.shape if f.shape is not None else (() if values == 1 else (values,))
-            need = _size(shape)
+            need = math.prod(shape)
             if need != values:
                 raise UserError(f"{what} {source.files[0]}: feature {f.name!r} holds {values} value(s) per record, "
                                 f"shape {list(shape)} needs {need}", "fix the shape in the parse spec")
@@ -158,24 +156,17 @@ def _decoders(source: Source, what: str) -> list[tuple[str, int, Callable[[Any],
         if raw.startswith(_IMAGE_MAGIC):
             out.append(("bytes", 1, _image_decoder(tf, f, dtype)))
         else:
-            itemsize = tf.as_dtype(f.dtype).size
+            itemsize = dtype.size
             if f.shape is None and len(raw) % itemsize:
                 raise UserError(f"{what}: feature {f.name!r} holds {len(raw)} bytes, not whole {f.dtype} values",
                                 "check its dtype in the parse spec")
             shape = f.shape if f.shape is not None else (len(raw) // itemsize,)
-            if _size(shape) * itemsize != len(raw):
+            if math.prod(shape) * itemsize != len(raw):
                 raise UserError(f"{what} {source.files[0]}: feature {f.name!r} holds {len(raw)} raw bytes, "
-                                f"{f.dtype} of shape {list(shape)} is {_size(shape) * itemsize}",
+                                f"{f.dtype} of shape {list(shape)} is {math.prod(shape) * itemsize}",
                                 "fix the dtype or shape in the parse spec (raw bytes are array.tobytes())")
             out.append(("bytes", 1, _raw_decoder(tf, shape, dtype)))
     return out
-
-
-def _size(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= int(d)
-    return n
 
 
 def _reshape_cast(tf: Any, shape: tuple[int, ...], dtype: Any) -> Callable[[Any], Any]:

@@ -84,11 +84,13 @@ def load(path: str | Path, *, signature: str | None = None, outputs: Sequence[st
 
 
 def savedmodel_options(paths: Sequence[str | Path], signature: str | None,
-                       tags: Sequence[str] | str | None) -> list[dict[str, Any]]:
+                       tags: Sequence[str] | str | None,
+                       formats: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """The load options for each of `paths`: `signature` and `tags` go to the SavedModels among
-    them (verify and compare take models of several formats). A UserError when they are given but
-    no path is a SavedModel."""
-    kinds = [detect_format(p)[0] for p in paths]
+    them (verify and compare take models of several formats). `formats`: the paths' formats when
+    the caller has detected them already. A UserError when they are given but no path is a
+    SavedModel."""
+    kinds = list(formats) if formats is not None else [detect_format(p)[0] for p in paths]
     if (signature or tags) and "savedmodel" not in kinds:
         raise UserError("--signature/--tags pick from a SavedModel's signatures; none of the models is one",
                         "drop --signature and --tags")

@@ -12,6 +12,13 @@ import numpy as np
 from tfshrink.errors import UserError
 
 
+def shape_text(shape: Sequence[int | None] | None) -> str:
+    """A shape as text: [1,?,?,3] (? for an unknown dim), <unknown> for an unknown rank."""
+    if shape is None:
+        return "<unknown>"
+    return "[" + ",".join("?" if d is None else str(d) for d in shape) + "]"
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """One input or output. ``shape`` is None when the rank is unknown; unknown dims are None."""
@@ -23,9 +30,7 @@ class TensorSpec:
     quantization: tuple[float, int] | None = None  # (scale, zero_point) of a quantized TFLite tensor
 
     def shape_text(self) -> str:
-        if self.shape is None:
-            return "<unknown>"
-        return "[" + ",".join("?" if d is None else str(d) for d in self.shape) + "]"
+        return shape_text(self.shape)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

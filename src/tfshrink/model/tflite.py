@@ -101,7 +101,6 @@ class TFLiteModel(Model):
         interp.allocate_tensors()
         return interp
 
-
     @property
     def input_details(self) -> list[dict]:
         """The interpreter's input details, in the order of `inputs`."""

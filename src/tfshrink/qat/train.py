@@ -224,14 +224,14 @@ def qat_keras(source: str | Path, data: str | Path, output: str | Path, *, epoch
             raise UserError(f"{d.path}: inputs have shape {list(d.sample_shape)} per sample, the model takes "
                             f"{list(expected)}", "give inputs shaped like the model's input")
     loss_name, loss, metric = _loss_for(model, train.labels(), str(src))
-    float_metric = _score(lambda x: model.predict(x, verbose=0, batch_size=256), valid, metric) if valid else None
+    float_metric = _score(lambda x: model.predict(x, verbose=0, batch_size=EVAL_BATCH), valid, metric) if valid else None
     notes: list[str] = []
     keras.utils.set_random_seed(seed)
     if distribution is None:
         qat = quantize_model(model)
         qat.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss)
         losses, chief = _fit(qat, train, epochs, batch_size, seed, backup, progress, notes), True
-        predict = lambda x: qat.predict(x, verbose=0, batch_size=256)  # noqa: E731
+        predict = lambda x: qat.predict(x, verbose=0, batch_size=EVAL_BATCH)  # noqa: E731
     else:
         with distribution.scope():
             qat = quantize_model(model)

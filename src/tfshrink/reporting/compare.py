@@ -146,7 +146,7 @@ def measure_models(paths: Sequence[str | Path], *, names: Sequence[str] | None =
         raise UserError("no models given", "give one or more model paths")
     shown = _check_names(names, len(paths)) or default_names(paths)
     formats = [detect_format(p)[0] for p in paths]  # a missing or unknown file fails here, before any work
-    load_options = dict(zip(paths, savedmodel_options(paths, signature, tags), strict=True))
+    load_options = dict(zip(paths, savedmodel_options(paths, signature, tags, formats), strict=True))
 
     images = inputs is not None and getattr(verification, "is_images", lambda _: False)(inputs)
     if inputs is not None and not images and not Path(inputs).is_file():
