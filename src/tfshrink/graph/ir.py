@@ -8,7 +8,7 @@ graph only through these methods, so no pass can leave a dangling edge or a stal
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping
 from typing import Any
 
 from tfshrink.names import parse_tensor, producer, tensor_name
@@ -368,15 +368,10 @@ class Graph:
     def topological_order(self) -> list[str]:
         """Kahn's order, stable with respect to the current node order. Raises on a cycle
         that is not a TF loop (NextIteration back-edges are ignored)."""
-        indeg: dict[str, int] = {}
         position = {n: i for i, n in enumerate(self._nodes)}
         ops = {name: node.op for name, node in self._nodes.items()}  # read each proto field once
         merges = ("Merge", "RefMerge")
-        for name in self._nodes:
-            producers = {producer(r) for r in self._inputs[name]}
-            if ops[name] in merges:
-                producers = {p for p in producers if ops[p] != "NextIteration"}
-            indeg[name] = len(producers)
+        indeg = {name: len(ordering_producers(ops[name], self._inputs[name], ops)) for name in self._nodes}
         ready = deque(n for n, d in indeg.items() if d == 0)
         order: list[str] = []
         while ready:
@@ -411,3 +406,32 @@ class Graph:
         names = self.topological_order() if sort else list(self._nodes)
         out.node.extend(self._nodes[n] for n in names)
         return out
+
+
+def ordering_producers(op: str, inputs: Iterable[str], ops: Mapping[str, str]) -> set[str]:
+    """The producers a node must come after in a topological order: all of them, except a TF
+    loop's NextIteration -> Merge back-edge (which is no cycle)."""
+    producers = {producer(r) for r in inputs}
+    if op in ("Merge", "RefMerge"):
+        producers = {p for p in producers if ops.get(p) != "NextIteration"}
+    return producers
+
+
+def cycle_nodes(graph_def: Any) -> list[str]:
+    """The nodes on or behind a cycle of `graph_def` (none for a valid graph): what a topological
+    sort never reaches, found without building a Graph (a file is checked before it is loaded)."""
+    ops = {n.name: n.op for n in graph_def.node}
+    waiting: dict[str, int] = {}
+    consumers: dict[str, list[str]] = {}
+    for node in graph_def.node:
+        producers = ordering_producers(node.op, node.input, ops)
+        waiting[node.name] = len(producers)
+        for q in producers:
+            consumers.setdefault(q, []).append(node.name)
+    ready = [n for n, count in waiting.items() if count == 0]
+    while ready:
+        for c in consumers.get(ready.pop(), ()):
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                ready.append(c)
+    return sorted(n for n, count in waiting.items() if count > 0)

@@ -10,7 +10,7 @@ from tfshrink import _tf
 from tfshrink.errors import UserError, first_line
 from tfshrink.graph.detect import Detection, detect_io
 from tfshrink.graph.io_ops import io_nodes, refuse_io_ops
-from tfshrink.graph.ir import Graph, GraphError, parse_tensor, producer
+from tfshrink.graph.ir import Graph, GraphError, cycle_nodes, parse_tensor, producer
 from tfshrink.graph.shapes import check_constants, tensor_specs
 from tfshrink.model.base import FrozenGraph, TensorSpec
 from tfshrink.model.freezing import drop_io_ops, finish_frozen, placeholder_names, replace_placeholders
@@ -48,34 +48,12 @@ def read_graph_def(path: Path) -> Any:
         for ref in node.input:
             if producer(ref) not in names:
                 raise UserError(f"{path}: node {node.name!r} reads {ref!r}, which is missing", hint)
-    stuck = _cycle(graph_def)
+    stuck = cycle_nodes(graph_def)
     if stuck:
         raise UserError(f"{path}: the graph has a cycle through {', '.join(stuck[:3])}"
                         + (f" (and {len(stuck) - 3} more)" if len(stuck) > 3 else ""),
                         "a GraphDef must be acyclic apart from TF loops; re-export it")
     return graph_def
-
-
-def _cycle(graph_def: Any) -> list[str]:
-    """The nodes on or behind a cycle (none for a valid graph): what a topological sort never
-    reaches. A TF loop's NextIteration -> Merge back-edge is not a cycle (as in Graph's sort)."""
-    ops = {n.name: n.op for n in graph_def.node}
-    waiting: dict[str, int] = {}
-    consumers: dict[str, list[str]] = {}
-    for node in graph_def.node:
-        producers = {producer(r) for r in node.input}
-        if node.op in ("Merge", "RefMerge"):
-            producers = {q for q in producers if ops.get(q) != "NextIteration"}
-        waiting[node.name] = len(producers)
-        for q in producers:
-            consumers.setdefault(q, []).append(node.name)
-    ready = [n for n, count in waiting.items() if count == 0]
-    while ready:
-        for c in consumers.get(ready.pop(), ()):
-            waiting[c] -= 1
-            if waiting[c] == 0:
-                ready.append(c)
-    return sorted(n for n, count in waiting.items() if count > 0)
 
 
 class GraphDefModel(SessionModel):
