@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -407,6 +408,4 @@ def convert(source: str | Path, output: str | Path, *, quantize: str = "none",
 def _without_constant(verification: VerifyResult) -> VerifyResult:
     """The result with no output marked constant: on seeded random inputs a saturated output can
     be the same for every input; that is a warning there, not a failed check."""
-    from dataclasses import replace
-
     return replace(verification, outputs=tuple(replace(o, constant=False) for o in verification.outputs))

@@ -36,7 +36,7 @@ from typing import Any
 from tfshrink.conversion.accuracy import Score, Target, check_top1, float_reference, score, written
 from tfshrink.conversion.check import unregistered_ops
 from tfshrink.conversion.choices import int8_default, keep_float_auto, phase
-from tfshrink.conversion.converter import Converted, ConvertOptions, convert_graph, refine_ranges, rounded
+from tfshrink.conversion.converter import Converted, ConvertOptions, convert_graph, refine_ranges
 from tfshrink.conversion.delegation import Delegation, xnnpack_delegation
 from tfshrink.conversion.heldout import CheckData
 from tfshrink.conversion.keep_auto import MAX_GROWTH, AutoKeep
@@ -146,13 +146,8 @@ def choose(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], optio
                                 progress=phase(progress, "calibrating and measuring layers"))
         debugged = replace(debugged, calibrated=refine_ranges(debugged.calibrated, specs, calib.samples, options))
         said: list[str] = []
-
-        def finish(data: bytes) -> bytes:
-            said.clear()
-            return rounded(data, debugged.calibrated, specs, calib.samples, options, said)
-
         chosen = keep_float_auto(debugged, graph_def, specs, outputs, options, calib, target, checked, where_path,
-                                 where, finish, mixed.notes, progress, growth)
+                                 where, said, progress, growth, reference)
         if not chosen.kept:
             mixed.skipped = "no layer could be kept in float within the budget: " + chosen.tried()
         else:

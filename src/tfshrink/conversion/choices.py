@@ -9,6 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tfshrink.conversion.accuracy import Target, float_reference
 from tfshrink.conversion.check import unregistered_ops
 from tfshrink.conversion.converter import (
@@ -70,15 +72,10 @@ def debugged(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], opt
         notes.append(f"{len(flagged)} layer(s) with RMSE/scale above {FLAG_ABOVE} (rounding alone gives 0.289): "
                      + ", ".join(f"{x.layer} {x.op} {x.rmse_scale:.3g}" for x in worst))
 
-    said: list[str] = []  # the weight rounding's note on the last model finished
-
-    def finish(data: bytes) -> bytes:
-        said.clear()
-        return rounded(data, debugged.calibrated, specs, calib.samples, options, said)
-
     if auto:
+        said: list[str] = []
         chosen = keep_float_auto(debugged, graph_def, specs, outputs, options, calib, target, checked, where_path,
-                                 where, finish, notes, progress, growth)
+                                 where, said, progress, growth)
         if not chosen.reached:
             raise CheckFailed(f"--keep-float auto could not reach {target.describe()} on {chosen.checked_on} within "
                               f"its budget ({growth:g}x the int8 model's {chosen.int8_bytes:,} bytes, no more "
@@ -101,20 +98,29 @@ def debugged(graph_def: Any, specs: list[InputSpec], outputs: Sequence[str], opt
 
 def keep_float_auto(debugged: Debugged, graph_def: Any, specs: list[InputSpec], outputs: Sequence[str],
                     options: ConvertOptions, calib: Calibration, target: Target, checked: CheckData | None,
-                    where_path: Path, where: str, finish: Callable[[bytes], bytes], notes: list[str],
-                    progress: Progress | None, growth: float = MAX_GROWTH) -> AutoKeep:
+                    where_path: Path, where: str, said: list[str], progress: Progress | None,
+                    growth: float = MAX_GROWTH, reference: list[dict[str, np.ndarray]] | None = None) -> AutoKeep:
     """--keep-float auto's search (tfshrink.conversion.keep_auto) from the cpu target's int8,
-    scored on `checked` (else the calibration samples, which the note then says)."""
-    missing, _ = unregistered_ops(graph_def)
-    if missing:
-        raise UserError(f"--keep-float auto compares with the source, which TensorFlow cannot run "
-                        f"({', '.join(missing)} has no kernel)", "name the layers to keep with --keep-float")
+    scored on `checked` (else the calibration samples, which the note then says); `reference`: the
+    float source's outputs on those feeds when the caller already ran it (--quantize auto). Each
+    model is finished with its weights rounded as convert rounds them; `said` gets the rounding's
+    note on the last one finished (the chosen model)."""
+
+    def finish(data: bytes) -> bytes:
+        said.clear()
+        return rounded(data, debugged.calibrated, specs, calib.samples, options, said)
+
     if checked is not None:
         feeds, described = list(checked.feeds), checked.description
     else:
         feeds = list(calib.samples[:DEBUG_SAMPLES])
         described = f"{len(feeds)} calibration sample(s), not held out"
-    reference = float_reference(graph_def, specs, outputs, feeds, where_path)
+    if reference is None:
+        missing, _ = unregistered_ops(graph_def)
+        if missing:
+            raise UserError(f"--keep-float auto compares with the source, which TensorFlow cannot run "
+                            f"({', '.join(missing)} has no kernel)", "name the layers to keep with --keep-float")
+        reference = float_reference(graph_def, specs, outputs, feeds, where_path)
     rules = rules_int8(debugged.calibrated, options, where, "cpu")
     return auto_keep_float(debugged, options, specs, outputs, reference, feeds, target, where,
                            tuple(rules.kept_float), rules.data, finish, described, growth=growth,

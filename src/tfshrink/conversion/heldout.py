@@ -109,8 +109,8 @@ def split_calibration(calib: Calibration) -> tuple[Calibration, CheckData | None
         return calib, CheckData(calib.samples, "calibration", f"{total} calibration sample(s), not held out (too few "
                                 "to split; give --eval or more --calibration-samples)", False, calib.source)
     held = list(_Every(calib.samples, k, True))  # at most MAX_HELD samples
-    rest = [x for i, x in enumerate(calib.samples) if i % k != k - 1] if isinstance(calib.samples, list) \
-        else _Every(calib.samples, k, False)
+    others = _Every(calib.samples, k, False)
+    rest = list(others) if isinstance(calib.samples, list) else others
     nth = {2: "2nd", 3: "3rd"}.get(k, f"{k}th")
     text = (f"{len(held)} held-out calibration samples (every {nth}: #{k - 1}, #{2 * k - 1}, ..., "
             f"#{len(held) * k - 1}), calibrated on the other {len(rest)}")

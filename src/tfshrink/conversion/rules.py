@@ -116,7 +116,7 @@ class Int8Choice:
         return dict(Counter(ops.get(t, "?") for t in self.kept_float))
 
 
-def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
+def named_ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
     """(main subgraph, [(op name, operator)] in order) of a TFLite model."""
     model = read(data)
     sub = model.Subgraphs(0)
@@ -127,7 +127,7 @@ def _ops(data: bytes) -> tuple[Any, list[tuple[str, Any]]]:
 def output_softmaxes(data: bytes) -> list[str]:
     """Output tensor names of the SOFTMAX ops of a TFLite model that give a model output, directly
     (a float or calibrated model) or through a DEQUANTIZE (an int8 model with float outputs)."""
-    sub, ops = _ops(data)
+    sub, ops = named_ops(data)
     outputs = {int(sub.Outputs(i)) for i in range(sub.OutputsLength())}
     outputs |= {int(op.Inputs(0)) for name, op in ops if name == "DEQUANTIZE" and int(op.Outputs(0)) in outputs}
     return [(sub.Tensors(op.Outputs(0)).Name() or b"").decode() for name, op in ops
@@ -138,7 +138,7 @@ def small_first_conv(data: bytes) -> FirstConv | None:
     """The CONV_2D of a TFLite model that reads a model input (directly, or through the QUANTIZE
     of an int8 model's float input) with at most `MAX_CHANNELS` channels and has fewer than
     `MIN_WEIGHTS` weights; None when there is none."""
-    sub, ops = _ops(data)
+    sub, ops = named_ops(data)
     inputs = {int(sub.Inputs(i)) for i in range(sub.InputsLength())}
     inputs |= {int(op.Outputs(0)) for name, op in ops if name == "QUANTIZE" and int(op.Inputs(0)) in inputs}
     for name, op in ops:
@@ -157,7 +157,7 @@ def small_first_conv(data: bytes) -> FirstConv | None:
 def constant_elements(data: bytes) -> dict[str, int]:
     """Output tensor name -> how many constant numbers (weights, alphas) the op producing it reads."""
     model = read(data)
-    sub, ops = _ops(data)
+    sub, ops = named_ops(data)
     out: dict[str, int] = {}
     for _, op in ops:
         if not op.OutputsLength():

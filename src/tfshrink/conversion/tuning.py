@@ -49,11 +49,12 @@ from tfshrink.conversion.rules import (
     Int8Choice,
     check_target,
     fingerprint,
+    named_ops,
     small_first_conv,
 )
 from tfshrink.errors import UserError, first_line
 from tfshrink.fileio import atomic_write, check_output
-from tfshrink.tflite.flatbuffer import opcode_names, read
+from tfshrink.tflite.flatbuffer import read
 from tfshrink.tflite.preprocess import Preprocess
 
 MARGIN = 0.05  # keep a change only when it is more than 5% faster
@@ -147,10 +148,7 @@ def next_layer(data: bytes, after: str) -> tuple[str, str, list[tuple[str, str]]
     """The first CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED after the op whose output tensor is
     `after`, in the model's op order: (its output tensor, its op, [(output tensor, op)] of the ops
     between); None when there is none or a SOFTMAX comes first."""
-    model = read(data)
-    sub = model.Subgraphs(0)
-    codes = opcode_names(model)
-    ops = [(codes[op.OpcodeIndex()], op) for op in map(sub.Operators, range(sub.OperatorsLength()))]
+    sub, ops = named_ops(data)
     names = [(sub.Tensors(op.Outputs(0)).Name() or b"").decode() for _, op in ops]
     if after not in names:
         return None
